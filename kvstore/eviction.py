@@ -1,0 +1,401 @@
+"""The eviction manager: byte accounting, the prefix chain, pins, and the policy.
+
+It performs no I/O and reads no clock. The store drives it with a disk tier
+underneath; the simulator drives the very same class with a backend that only
+counts bytes, so a policy that wins in simulation is the code an engine runs.
+
+>>> from policies import LRUPolicy
+>>> m = EvictionManager(100, LRUPolicy(), block_tokens=4)
+>>> m.evict_for(60, now=0.0)
+[]
+>>> m.insert(Entry("a", tokens=4, size=60), now=0.0)
+>>> [e.key for e in m.evict_for(60, now=1.0)]
+['a']
+>>> m.used_bytes, m.reserved_bytes
+(0, 60)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from policies.base import Policy
+
+from .errors import CapacityError, PinQuotaError, PolicyError
+from .keys import PrefixKeys
+
+__all__ = ["Entry", "EvictionManager", "LAYOUTS"]
+
+log = logging.getLogger(__name__)
+
+LAYOUTS = ("snapshot", "chained")
+
+
+@dataclass(slots=True)
+class Entry:
+    """One stored checkpoint as the manager (and, read-only, a policy) sees it.
+
+    ``anchor`` is set on tails only: the aligned key they hang from (the root
+    key, for a tail shorter than one block).
+    """
+
+    key: str
+    tokens: int
+    size: int
+    parent: str | None = None
+    ancestors: tuple[str, ...] = ()
+    is_tail: bool = False
+    anchor: str | None = None
+    priority: int = 0
+    pinned: bool = False
+    inserted_at: float = 0.0
+    extra: dict = field(default_factory=dict, compare=False, repr=False)
+
+
+class _ReadOnlyEntry:
+    """Attribute-for-attribute read-only proxy of an :class:`Entry`."""
+
+    __slots__ = ("_entry",)
+
+    def __init__(self, entry: Entry) -> None:
+        object.__setattr__(self, "_entry", entry)
+
+    def __getattr__(self, name: str):
+        return getattr(self._entry, name)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("entries seen by a policy are read-only")
+
+    def __repr__(self) -> str:
+        return f"ReadOnly({self._entry!r})"
+
+
+class EvictionManager:
+    """Keeps one tier within ``capacity_bytes`` by asking a policy for victims.
+
+    Space is *reserved* before a payload is written (:meth:`evict_for`), and the
+    reservation becomes an entry on :meth:`insert` (or is given back with
+    :meth:`release`). ``used_bytes + reserved_bytes <= capacity_bytes`` holds
+    after every call.
+
+    :param capacity_bytes: the tier's budget.
+    :param policy: a :class:`policies.Policy` instance; the manager attaches to it.
+    :param layout: ``"snapshot"`` (any unpinned entry is eligible) or
+        ``"chained"`` (only unpinned leaves are eligible).
+    :param pin_quota_bytes: most bytes that pinned entries may hold
+        (default: half the capacity).
+    """
+
+    def __init__(
+        self,
+        capacity_bytes: int,
+        policy: Policy,
+        *,
+        layout: str = "snapshot",
+        block_tokens: int = 4096,
+        pin_quota_bytes: int | None = None,
+    ) -> None:
+        if isinstance(capacity_bytes, bool) or not isinstance(capacity_bytes, int):
+            raise TypeError(f"capacity_bytes must be an int, not {type(capacity_bytes).__name__}")
+        if capacity_bytes <= 0:
+            raise ValueError(f"capacity_bytes must be > 0, got {capacity_bytes}")
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        if pin_quota_bytes is None:
+            pin_quota_bytes = capacity_bytes // 2
+        if not 0 <= pin_quota_bytes <= capacity_bytes:
+            raise ValueError(f"pin_quota_bytes must be in [0, capacity_bytes], got {pin_quota_bytes}")
+        self.capacity_bytes = capacity_bytes
+        self.layout = layout
+        self.block_tokens = block_tokens
+        self.pin_quota_bytes = pin_quota_bytes
+        self.policy = policy
+        self._entries: dict[str, Entry] = {}
+        self._children: dict[str, set[str]] = {}
+        self._tails: dict[str, dict[str, int]] = {}  # anchor key -> {tail key: tokens}
+        self._used = 0
+        self._reserved = 0
+        self._pinned_bytes = 0
+        self.evictions = 0
+        self.evicted_bytes = 0
+        policy.attach(self)
+
+    # ----------------------------------------------------------- chain view
+    @property
+    def used_bytes(self) -> int:
+        """Bytes held by stored entries."""
+        return self._used
+
+    @property
+    def reserved_bytes(self) -> int:
+        """Bytes reserved for writes in flight."""
+        return self._reserved
+
+    @property
+    def free_bytes(self) -> int:
+        return self.capacity_bytes - self._used - self._reserved
+
+    @property
+    def pinned_bytes(self) -> int:
+        return self._pinned_bytes
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._entries))
+
+    def entry(self, key: str) -> _ReadOnlyEntry:
+        """Read-only view of a stored entry; ``KeyError`` if absent."""
+        return _ReadOnlyEntry(self._entries[key])
+
+    def get(self, key: str) -> Entry | None:
+        """The live :class:`Entry` (for the store's own use), or ``None``."""
+        return self._entries.get(key)
+
+    def children(self, key: str) -> frozenset[str]:
+        """Stored entries whose parent is ``key``."""
+        return frozenset(self._children.get(key, ()))
+
+    def stored_ancestors(self, key: str) -> list[str]:
+        """Stored strict ancestors of ``key``, shortest first."""
+        return [a for a in self._entries[key].ancestors if a in self._entries]
+
+    def nearest_stored_ancestor(self, key: str) -> str | None:
+        for ancestor in reversed(self._entries[key].ancestors):
+            if ancestor in self._entries:
+                return ancestor
+        return None
+
+    def is_eligible(self, key: str) -> bool:
+        entry = self._entries[key]
+        if entry.pinned:
+            return False
+        return self.layout == "snapshot" or not self._children.get(key)
+
+    # --------------------------------------------------------------- lookup
+    def longest_match(self, prefix: PrefixKeys) -> tuple[int, str] | None:
+        """Longest stored checkpoint that is a prefix of ``prefix``'s tokens.
+
+        Walks the aligned keys from the deepest down; at each aligned length it
+        first tries the tails anchored there. Runtime complexity: O(blocks),
+        plus O(block_tokens) hashing per tail candidate.
+        """
+        total = len(prefix)
+        for n in range(prefix.anchor(total), -1, -self.block_tokens):
+            key = prefix.key(n)
+            tails = self._tails.get(key)
+            if tails:
+                for tail_key, tokens in sorted(tails.items(), key=lambda kv: -kv[1]):
+                    if n < tokens <= total and prefix.key(tokens) == tail_key:
+                        return tokens, tail_key
+            if n and key in self._entries:
+                return n, key
+        return None
+
+    # --------------------------------------------------------------- events
+    def admit(self, candidate: Entry, now: float) -> bool:
+        """Ask the policy whether ``candidate`` should be written at all."""
+        if candidate.key in self._entries:
+            return False
+        try:
+            return bool(self.policy.admit(_ReadOnlyEntry(candidate), now))
+        except Exception as exc:
+            raise PolicyError(f"policy {self._policy_name()} raised in admit(): {exc!r}") from exc
+
+    def evict_for(self, nbytes: int, now: float) -> list[Entry]:
+        """Reserve ``nbytes``, evicting as needed; return the evicted entries.
+
+        The caller deletes the victims' payloads. On failure nothing is
+        reserved and the exception's ``evicted`` attribute lists the entries
+        already removed (they are gone from the manager and must be deleted).
+
+        Raises :class:`CapacityError` when ``nbytes`` can never fit (larger than
+        the capacity, or only pinned or in-flight bytes are left), and
+        :class:`PolicyError` when the policy breaks its contract.
+        Runtime complexity: O(victims * policy.victim).
+        """
+        if nbytes < 0:
+            raise ValueError(f"nbytes must be >= 0, got {nbytes}")
+        if nbytes > self.capacity_bytes:
+            raise CapacityError(
+                f"payload of {nbytes} bytes exceeds the tier's capacity_bytes={self.capacity_bytes}"
+            )
+        if nbytes > self.capacity_bytes - self._pinned_bytes - self._reserved:
+            raise CapacityError(
+                f"cannot free {nbytes} bytes: {self._pinned_bytes} bytes are pinned and "
+                f"{self._reserved} reserved of capacity_bytes={self.capacity_bytes}"
+            )
+        evicted: list[Entry] = []
+        while self.free_bytes < nbytes:
+            try:
+                key = self.policy.victim(now)
+            except Exception as exc:
+                raise self._fail(PolicyError(
+                    f"policy {self._policy_name()} raised in victim(): {exc!r}"), evicted) from exc
+            if key is None:
+                if any(self.is_eligible(k) for k in self._entries):
+                    raise self._fail(PolicyError(
+                        f"policy {self._policy_name()} named no victim while {nbytes - self.free_bytes} "
+                        f"more bytes were needed and eligible entries remain"), evicted)
+                raise self._fail(CapacityError(
+                    f"cannot free {nbytes} bytes: {self._pinned_bytes} bytes are pinned and "
+                    f"{self._reserved} reserved of capacity_bytes={self.capacity_bytes}"), evicted)
+            if key not in self._entries:
+                raise self._fail(PolicyError(
+                    f"policy {self._policy_name()} named {key!r}, which is not stored"), evicted)
+            if not self.is_eligible(key):
+                raise self._fail(PolicyError(
+                    f"policy {self._policy_name()} named {key!r}, which is not eligible "
+                    f"(pinned, or has stored children in the chained layout)"), evicted)
+            evicted.append(self.remove(key))
+            self.evictions += 1
+            self.evicted_bytes += evicted[-1].size
+        self._reserved += nbytes
+        return evicted
+
+    @staticmethod
+    def _fail(exc: Exception, evicted: list[Entry]) -> Exception:
+        exc.evicted = evicted  # type: ignore[attr-defined]
+        return exc
+
+    def set_reserved(self, nbytes: int) -> None:
+        """Set the total of reservations in flight (the store uses this to mirror
+        reservations made by other processes sharing the tier)."""
+        if nbytes < 0:
+            raise ValueError(f"nbytes must be >= 0, got {nbytes}")
+        self._reserved = nbytes
+
+    def release(self, nbytes: int) -> None:
+        """Give back a reservation that will not become an entry."""
+        if not 0 <= nbytes <= self._reserved:
+            raise ValueError(f"cannot release {nbytes} bytes; {self._reserved} are reserved")
+        self._reserved -= nbytes
+
+    def insert(self, entry: Entry, now: float, *, reserved: int | None = None) -> None:
+        """Add a stored entry, consuming ``reserved`` bytes of reservation
+        (default: its size). Pass ``reserved=0`` to adopt an entry written by
+        someone else (another process, or a rebuild from files)."""
+        if entry.key in self._entries:
+            raise ValueError(f"key {entry.key!r} is already stored")
+        reserved = entry.size if reserved is None else reserved
+        if reserved:
+            self.release(reserved)
+        entry.pinned = False
+        entry.inserted_at = now
+        self._entries[entry.key] = entry
+        self._used += entry.size
+        if entry.parent is not None:
+            siblings = self._children.setdefault(entry.parent, set())
+            became_parent = not siblings
+            siblings.add(entry.key)
+        else:
+            became_parent = False
+        if entry.is_tail and entry.anchor is not None:
+            self._tails.setdefault(entry.anchor, {})[entry.key] = entry.tokens
+        self._call("on_insert", entry.key, now)
+        if self.is_eligible(entry.key):  # in chained, children synced before it may exist
+            self._call("on_eligible", entry.key, True)
+        if became_parent and self.layout == "chained" and entry.parent in self._entries:
+            if not self._entries[entry.parent].pinned:
+                self._call("on_eligible", entry.parent, False)
+
+    def remove(self, key: str) -> Entry:
+        """Remove a stored entry (the caller deletes its payload)."""
+        entry = self._entries[key]
+        if self.is_eligible(key):
+            self._call("on_eligible", key, False)
+        if entry.pinned:
+            self._pinned_bytes -= entry.size
+        del self._entries[key]
+        self._used -= entry.size
+        if entry.parent is not None:
+            siblings = self._children.get(entry.parent)
+            if siblings is not None:
+                siblings.discard(key)
+                if not siblings:
+                    del self._children[entry.parent]
+                    parent = self._entries.get(entry.parent)
+                    if parent is not None and self.layout == "chained" and not parent.pinned:
+                        self._call("on_eligible", parent.key, True)
+        if entry.is_tail and entry.anchor is not None:
+            tails = self._tails.get(entry.anchor)
+            if tails is not None:
+                tails.pop(key, None)
+                if not tails:
+                    del self._tails[entry.anchor]
+        self._call("on_remove", key)
+        return entry
+
+    def record_hit(self, key: str, now: float) -> None:
+        """A lookup matched ``key``: tell the policy, and credit its stored ancestors."""
+        entry = self._entries[key]
+        self._call("on_hit", key, now)
+        for ancestor in entry.ancestors:
+            if ancestor in self._entries:
+                self._call("on_prefix_hit", ancestor, now)
+
+    def restore_hit(self, key: str, now: float) -> None:
+        """Tell the policy of a hit recorded before a reopen (no prefix hits)."""
+        self._call("on_hit", key, now)
+
+    def pin(self, key: str, *, force: bool = False) -> None:
+        """Keep ``key`` out of eviction; raises :class:`PinQuotaError` past the
+        quota (``force=True`` mirrors a pin already granted elsewhere)."""
+        entry = self._entries[key]
+        if entry.pinned:
+            return
+        if not force and self._pinned_bytes + entry.size > self.pin_quota_bytes:
+            raise PinQuotaError(
+                f"pinning {entry.size} bytes would exceed pin_quota_bytes={self.pin_quota_bytes} "
+                f"({self._pinned_bytes} already pinned)"
+            )
+        was_eligible = self.is_eligible(key)
+        entry.pinned = True
+        self._pinned_bytes += entry.size
+        if was_eligible:
+            self._call("on_eligible", key, False)
+        self._call("on_pin", key)
+
+    def unpin(self, key: str) -> None:
+        """Make ``key`` evictable again (no-op when not pinned)."""
+        entry = self._entries[key]
+        if not entry.pinned:
+            return
+        entry.pinned = False
+        self._pinned_bytes -= entry.size
+        self._call("on_unpin", key)
+        if self.is_eligible(key):
+            self._call("on_eligible", key, True)
+
+    # ------------------------------------------------------------- internal
+    def _policy_name(self) -> str:
+        return repr(getattr(self.policy, "name", "") or type(self.policy).__name__)
+
+    def _call(self, hook: str, *args: object) -> None:
+        try:
+            getattr(self.policy, hook)(*args)
+        except Exception as exc:
+            raise PolicyError(f"policy {self._policy_name()} raised in {hook}(): {exc!r}") from exc
+
+    def _check(self) -> None:
+        """Assert every internal invariant (for tests)."""
+        assert self._used == sum(e.size for e in self._entries.values())
+        assert 0 <= self._reserved and self._used + self._reserved <= self.capacity_bytes, (
+            self._used, self._reserved, self.capacity_bytes)
+        assert self._pinned_bytes == sum(e.size for e in self._entries.values() if e.pinned)
+        for parent, kids in self._children.items():
+            assert kids and all(self._entries[k].parent == parent for k in kids)
+        for entry in self._entries.values():
+            if entry.parent is not None:
+                assert entry.key in self._children[entry.parent]
+            if entry.is_tail and entry.anchor is not None:
+                assert self._tails[entry.anchor][entry.key] == entry.tokens
+        check = getattr(self.policy, "_check", None)
+        if check is not None:
+            check()

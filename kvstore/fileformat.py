@@ -1,0 +1,191 @@
+"""Self-describing payload files: a checksummed header, then the payload.
+
+Layout (little-endian), ``header_len`` bytes of header then ``payload_len``
+bytes of payload::
+
+    magic "KVCKPT\\r\\n" | version u16 | header_len u32 | flags u16
+    namespace hash 8s | key 20s | parent 20s | anchor 20s
+    tokens u64 | payload_len u64 | payload crc32 u32 | priority i32
+    inserted_at f64 | n_ancestors u32 | dtype_len u8 | ndim u8 | 2 pad bytes
+    ancestors 20s * n | dtype ascii | shape u64 * ndim | header crc32 u32
+
+The header alone is enough to rebuild the index entry (``kvstore verify
+--repair``). Numpy payloads record dtype and shape, so they come back as arrays
+without pickle; only plain numeric dtypes are accepted.
+
+>>> h = Header(namespace_hash=b"n" * 8, key="ab" * 20, tokens=4, payload_len=3, checksum=7)
+>>> Header.decode(h.encode()) == h
+True
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import CorruptFileError
+
+__all__ = ["Header", "MAGIC", "FORMAT_VERSION", "payload_view", "payload_descriptor", "MAX_HEADER_BYTES"]
+
+MAGIC = b"KVCKPT\r\n"
+FORMAT_VERSION = 1
+_FIXED = struct.Struct("<8sHIH8s20s20s20sQQIidIBB2x")
+_CRC = struct.Struct("<I")
+FLAG_TAIL = 1
+FLAG_NUMPY = 2
+MAX_HEADER_BYTES = 1 << 20
+_NUMERIC_KINDS = "biufc"
+_ZERO_KEY = bytes(20)
+
+
+def _key_bytes(key: str | None, what: str) -> bytes:
+    if key is None:
+        return _ZERO_KEY
+    try:
+        raw = bytes.fromhex(key)
+    except ValueError:
+        raise ValueError(f"{what} must be a 40-character hex SHA1, got {key!r}") from None
+    if len(raw) != 20:
+        raise ValueError(f"{what} must be a 40-character hex SHA1, got {key!r}")
+    return raw
+
+
+def _key_str(raw: bytes) -> str | None:
+    return None if raw == _ZERO_KEY else raw.hex()
+
+
+@dataclass(frozen=True)
+class Header:
+    """Everything a payload file says about itself."""
+
+    namespace_hash: bytes
+    key: str
+    tokens: int
+    payload_len: int
+    checksum: int
+    parent: str | None = None
+    anchor: str | None = None
+    ancestors: tuple[str, ...] = ()
+    is_tail: bool = False
+    priority: int = 0
+    inserted_at: float = 0.0
+    dtype: str | None = None  #: numpy dtype string for array payloads, else None
+    shape: tuple[int, ...] = field(default=())
+
+    @property
+    def header_len(self) -> int:
+        dtype_len = len(self.dtype.encode("ascii")) if self.dtype else 0
+        return _FIXED.size + 20 * len(self.ancestors) + dtype_len + 8 * len(self.shape) + _CRC.size
+
+    @property
+    def file_size(self) -> int:
+        return self.header_len + self.payload_len
+
+    def encode(self) -> bytes:
+        dtype = self.dtype.encode("ascii") if self.dtype else b""
+        flags = (FLAG_TAIL if self.is_tail else 0) | (FLAG_NUMPY if self.dtype else 0)
+        parts = [
+            _FIXED.pack(
+                MAGIC, FORMAT_VERSION, self.header_len, flags, self.namespace_hash,
+                _key_bytes(self.key, "key"), _key_bytes(self.parent, "parent"),
+                _key_bytes(self.anchor, "anchor"), self.tokens, self.payload_len,
+                self.checksum, self.priority, self.inserted_at, len(self.ancestors),
+                len(dtype), len(self.shape),
+            ),
+            b"".join(_key_bytes(a, "ancestor") for a in self.ancestors),
+            dtype,
+            struct.pack(f"<{len(self.shape)}Q", *self.shape),
+        ]
+        body = b"".join(parts)
+        return body + _CRC.pack(zlib.crc32(body))
+
+    @staticmethod
+    def fixed_size() -> int:
+        """Bytes to read before the full header length is known."""
+        return _FIXED.size
+
+    @classmethod
+    def decode(cls, data: bytes | memoryview) -> "Header":
+        """Parse and validate a header; raises :class:`CorruptFileError`."""
+        data = bytes(data)
+        if len(data) < _FIXED.size + _CRC.size:
+            raise CorruptFileError(f"header truncated: {len(data)} bytes")
+        (magic, version, header_len, flags, ns, key, parent, anchor, tokens, payload_len,
+         checksum, priority, inserted_at, n_anc, dtype_len, ndim) = _FIXED.unpack_from(data)
+        if magic != MAGIC:
+            raise CorruptFileError("not a kvstore checkpoint file (bad magic)")
+        if version != FORMAT_VERSION:
+            raise CorruptFileError(f"unsupported format version {version}")
+        expected = _FIXED.size + 20 * n_anc + dtype_len + 8 * ndim + _CRC.size
+        if header_len != expected or header_len > MAX_HEADER_BYTES:
+            raise CorruptFileError(f"inconsistent header length {header_len}")
+        if len(data) < header_len:
+            raise CorruptFileError(f"header truncated: {len(data)} of {header_len} bytes")
+        body = data[: header_len - _CRC.size]
+        (crc,) = _CRC.unpack_from(data, header_len - _CRC.size)
+        if zlib.crc32(body) != crc:
+            raise CorruptFileError("header checksum mismatch")
+        pos = _FIXED.size
+        ancestors = tuple(body[pos + 20 * i : pos + 20 * i + 20].hex() for i in range(n_anc))
+        pos += 20 * n_anc
+        dtype = body[pos : pos + dtype_len].decode("ascii") if flags & FLAG_NUMPY else None
+        pos += dtype_len
+        shape = struct.unpack_from(f"<{ndim}Q", body, pos)
+        if dtype is not None:
+            _check_dtype(dtype)
+            if int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize != payload_len:
+                raise CorruptFileError("shape and dtype disagree with payload length")
+        return cls(
+            namespace_hash=ns, key=key.hex(), tokens=tokens, payload_len=payload_len,
+            checksum=checksum, parent=_key_str(parent), anchor=_key_str(anchor),
+            ancestors=ancestors, is_tail=bool(flags & FLAG_TAIL), priority=priority,
+            inserted_at=inserted_at, dtype=dtype, shape=tuple(shape),
+        )
+
+
+def _check_dtype(dtype: str) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise CorruptFileError(f"unknown dtype {dtype!r}") from None
+    if dt.kind not in _NUMERIC_KINDS or dt.fields is not None or dt.subdtype is not None:
+        raise CorruptFileError(f"dtype {dtype!r} is not a plain numeric dtype")
+    return dt
+
+
+def payload_descriptor(payload: Any) -> tuple[memoryview, str | None, tuple[int, ...]]:
+    """Return ``(bytes view, dtype or None, shape)`` for a payload, copying
+    only non-contiguous arrays.
+
+    >>> view, dtype, shape = payload_descriptor(np.zeros((2, 3), np.float16))
+    >>> (view.nbytes, dtype, shape)
+    (12, '<f2', (2, 3))
+    """
+    if isinstance(payload, np.ndarray):
+        if payload.dtype.kind not in _NUMERIC_KINDS or payload.dtype.fields is not None:
+            raise TypeError(f"payload array must have a plain numeric dtype, not {payload.dtype}")
+        arr = np.ascontiguousarray(payload)
+        if arr.dtype.byteorder == ">":  # store little-endian (or byte-order free) only
+            arr = arr.astype(arr.dtype.newbyteorder("<"))
+        view = memoryview(arr.reshape(-1).view(np.uint8)) if arr.size else memoryview(b"")
+        return view, arr.dtype.str, tuple(int(d) for d in arr.shape)
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        view = memoryview(payload)
+        if not view.contiguous:
+            raise ValueError("payload memoryview must be contiguous")
+        return view.cast("B") if view.format != "B" or view.ndim != 1 else view, None, ()
+    raise TypeError(
+        f"payload must be bytes, bytearray, memoryview or a numpy array, not {type(payload).__name__}"
+    )
+
+
+def payload_view(buffer: bytearray | bytes, header: Header) -> Any:
+    """Turn loaded bytes back into what was stored (bytes, or an array)."""
+    if header.dtype is None:
+        return bytes(buffer) if isinstance(buffer, bytearray) else buffer
+    dt = _check_dtype(header.dtype)
+    return np.frombuffer(buffer, dtype=dt).reshape(header.shape)

@@ -1,0 +1,203 @@
+"""The LMDB index of a store: entries, parent -> children, pins, reservations.
+
+Every record is JSON (never pickle). One environment per store directory,
+shared by all :class:`Index` objects of a process, because LMDB forbids
+opening the same environment twice in one process (its locks would break).
+Between processes LMDB's own locks serialise writers; a ``generation``
+counter, bumped by every write, tells a process when another one changed
+the index so that it can re-synchronise its in-memory mirror.
+
+>>> import tempfile
+>>> idx = Index(tempfile.mkdtemp(), map_size=1 << 20)
+>>> with idx.write() as txn:
+...     idx.put_entry(txn, EntryRecord(key="ab" * 20, file="f", tokens=4, size=10))
+>>> with idx.read() as txn:
+...     [r.tokens for r in idx.entries(txn)]
+[4]
+>>> idx.close()
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+
+import lmdb
+
+__all__ = ["Index", "EntryRecord"]
+
+_DBS = ("meta", "entries", "children", "pins", "reservations")
+
+# LMDB: "do not open the same environment twice in one process". This
+# registry, keyed by real path, is the one piece of module state the store
+# keeps, and only to honour that rule.
+_ENVS: dict[str, tuple[lmdb.Environment, int]] = {}
+_ENVS_LOCK = threading.Lock()
+
+
+@dataclass(slots=True)
+class EntryRecord:
+    """What the index holds about one checkpoint (mirrors its file header)."""
+
+    key: str
+    file: str
+    tokens: int
+    size: int
+    parent: str | None = None
+    anchor: str | None = None
+    ancestors: str = ""  #: concatenated 40-char hex keys, shortest first
+    is_tail: bool = False
+    priority: int = 0
+    inserted_at: float = 0.0
+    hits: int = 0
+    last_use: float = 0.0
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> "EntryRecord":
+        return cls(**json.loads(raw))
+
+    def ancestor_keys(self) -> tuple[str, ...]:
+        a = self.ancestors
+        return tuple(a[i : i + 40] for i in range(0, len(a), 40))
+
+
+class Index:
+    """Typed access to the store's LMDB environment."""
+
+    def __init__(self, root: str, *, map_size: int, readonly: bool = False) -> None:
+        self.path = os.path.realpath(os.path.join(root, "index"))
+        self.readonly = readonly
+        with _ENVS_LOCK:
+            env, count = _ENVS.get(self.path, (None, 0))
+            if env is None:
+                os.makedirs(self.path, mode=0o700, exist_ok=True)
+                env = lmdb.open(
+                    self.path, map_size=map_size, max_dbs=len(_DBS), subdir=True,
+                    readonly=readonly, create=not readonly, mode=0o600, max_readers=126,
+                    lock=True, sync=True, metasync=True, meminit=False,
+                )
+            _ENVS[self.path] = (env, count + 1)
+        self.env = env
+        self._dbs = {}
+        for name in _DBS:
+            self._dbs[name] = env.open_db(name.encode(), dupsort=(name == "children"),
+                                          create=not readonly)
+        self._closed = False
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with _ENVS_LOCK:
+            env, count = _ENVS[self.path]
+            if count <= 1:
+                del _ENVS[self.path]
+                env.close()
+            else:
+                _ENVS[self.path] = (env, count - 1)
+
+    @contextmanager
+    def read(self) -> Iterator[lmdb.Transaction]:
+        with self.env.begin(write=False, buffers=False) as txn:
+            yield txn
+
+    @contextmanager
+    def write(self) -> Iterator[lmdb.Transaction]:
+        """A write transaction; it commits when the block exits normally."""
+        with self.env.begin(write=True) as txn:
+            yield txn
+
+    def bump_generation(self, txn: lmdb.Transaction) -> int:
+        """Mark the index as changed; return the new generation."""
+        generation = self.generation(txn) + 1
+        self._put_meta(txn, "generation", generation)
+        return generation
+
+    # ----------------------------------------------------------------- meta
+    def _get_meta(self, txn: lmdb.Transaction, name: str, default=None):
+        raw = txn.get(name.encode(), db=self._dbs["meta"])
+        return default if raw is None else json.loads(raw)
+
+    def _put_meta(self, txn: lmdb.Transaction, name: str, value) -> None:
+        txn.put(name.encode(), json.dumps(value).encode(), db=self._dbs["meta"])
+
+    def generation(self, txn: lmdb.Transaction) -> int:
+        return self._get_meta(txn, "generation", 0)
+
+    def capacity(self, txn: lmdb.Transaction) -> int | None:
+        return self._get_meta(txn, "capacity_bytes")
+
+    def set_capacity(self, txn: lmdb.Transaction, capacity: int) -> None:
+        self._put_meta(txn, "capacity_bytes", capacity)
+
+    def counters(self, txn: lmdb.Transaction) -> dict[str, int]:
+        return self._get_meta(txn, "counters", {})
+
+    def add_counters(self, txn: lmdb.Transaction, deltas: dict[str, int]) -> None:
+        counters = self.counters(txn)
+        for name, delta in deltas.items():
+            counters[name] = counters.get(name, 0) + delta
+        self._put_meta(txn, "counters", counters)
+
+    # -------------------------------------------------------------- entries
+    def get_entry(self, txn: lmdb.Transaction, key: str) -> EntryRecord | None:
+        raw = txn.get(key.encode(), db=self._dbs["entries"])
+        return None if raw is None else EntryRecord.decode(raw)
+
+    def put_entry(self, txn: lmdb.Transaction, record: EntryRecord) -> None:
+        txn.put(record.key.encode(), record.encode(), db=self._dbs["entries"])
+        if record.parent is not None:
+            txn.put(record.parent.encode(), record.key.encode(), db=self._dbs["children"], dupdata=True)
+
+    def delete_entry(self, txn: lmdb.Transaction, key: str) -> EntryRecord | None:
+        record = self.get_entry(txn, key)
+        if record is None:
+            return None
+        txn.delete(key.encode(), db=self._dbs["entries"])
+        if record.parent is not None:
+            txn.delete(record.parent.encode(), key.encode(), db=self._dbs["children"])
+        txn.delete(key.encode(), db=self._dbs["pins"])
+        return record
+
+    def entries(self, txn: lmdb.Transaction) -> Iterator[EntryRecord]:
+        with txn.cursor(db=self._dbs["entries"]) as cursor:
+            for _, raw in cursor:
+                yield EntryRecord.decode(raw)
+
+    def children(self, txn: lmdb.Transaction, key: str) -> list[str]:
+        with txn.cursor(db=self._dbs["children"]) as cursor:
+            if not cursor.set_key(key.encode()):
+                return []
+            return [v.decode() for v in cursor.iternext_dup()]
+
+    def entry_count(self, txn: lmdb.Transaction) -> int:
+        return txn.stat(self._dbs["entries"])["entries"]
+
+    # ----------------------------------------------------------------- pins
+    def pins(self, txn: lmdb.Transaction) -> set[str]:
+        with txn.cursor(db=self._dbs["pins"]) as cursor:
+            return {k.decode() for k, _ in cursor}
+
+    def set_pin(self, txn: lmdb.Transaction, key: str, pinned: bool) -> None:
+        if pinned:
+            txn.put(key.encode(), b"", db=self._dbs["pins"])
+        else:
+            txn.delete(key.encode(), db=self._dbs["pins"])
+
+    # --------------------------------------------------------- reservations
+    def reservations(self, txn: lmdb.Transaction) -> dict[str, dict]:
+        with txn.cursor(db=self._dbs["reservations"]) as cursor:
+            return {k.decode(): json.loads(v) for k, v in cursor}
+
+    def put_reservation(self, txn: lmdb.Transaction, rid: str, size: int, pid: int) -> None:
+        txn.put(rid.encode(), json.dumps({"size": size, "pid": pid}).encode(), db=self._dbs["reservations"])
+
+    def delete_reservation(self, txn: lmdb.Transaction, rid: str) -> None:
+        txn.delete(rid.encode(), db=self._dbs["reservations"])

@@ -1,0 +1,195 @@
+"""Prefix keys: SHA1 of (namespace salt + little-endian uint32 tokens).
+
+A checkpoint covering tokens ``[0, n)`` is named by ``key(n)``. Aligned keys sit
+at every multiple of ``block_tokens``; a *tail* key may sit at any length and is
+found through its aligned anchor ``floor(n / block_tokens) * block_tokens``.
+Keys are computed incrementally: one running SHA1 over the prompt, a digest
+and one ``copy()`` of the state per block, so every key of a 131,072-token
+prompt costs about as much as hashing its 512 KiB once.
+
+>>> ns = Namespace("demo-model")
+>>> pk = PrefixKeys(ns, list(range(10)), block_tokens=4)
+>>> pk.aligned_lengths
+[4, 8]
+>>> pk.key(8) == PrefixKeys(ns, list(range(8)) + [99], block_tokens=4).key(8)
+True
+>>> pk.key(8) == PrefixKeys(Namespace("other"), list(range(10)), 4).key(8)
+False
+"""
+
+from __future__ import annotations
+
+import array
+import hashlib
+from collections.abc import Sequence
+from typing import Any, Union
+
+import numpy as np
+
+__all__ = ["Namespace", "PrefixKeys", "TokensLike", "as_token_array", "check_block_tokens"]
+
+TokensLike = Union[Sequence[int], "array.array[int]", np.ndarray]
+
+_TOKEN_DTYPE = np.dtype("<u4")
+_MAX_TOKEN = 2**32 - 1
+
+
+def check_block_tokens(block_tokens: object) -> int:
+    """Validate ``block_tokens`` and return it as an ``int``.
+
+    >>> check_block_tokens(4096)
+    4096
+    """
+    if isinstance(block_tokens, bool) or not isinstance(block_tokens, (int, np.integer)):
+        raise TypeError(f"block_tokens must be an int, not {type(block_tokens).__name__}")
+    if block_tokens < 1:
+        raise ValueError(f"block_tokens must be >= 1, got {block_tokens}")
+    return int(block_tokens)
+
+
+def as_token_array(tokens: Any, *, argument: str = "tokens") -> np.ndarray:
+    """Return ``tokens`` as a contiguous little-endian ``uint32`` array.
+
+    Accepts lists, tuples, ``array.array`` and numpy integer arrays. Copies only
+    when the input is not already ``<u4`` and contiguous.
+
+    Raises ``TypeError`` for non-integer tokens and ``ValueError`` for tokens
+    outside ``[0, 2**32)`` or arrays that are not one-dimensional.
+
+    >>> as_token_array([1, 2, 3]).dtype.str
+    '<u4'
+    >>> as_token_array([1.5])
+    Traceback (most recent call last):
+    TypeError: tokens must be integers, got float64
+    """
+    if isinstance(tokens, (str, bytes, bytearray, memoryview)):
+        raise TypeError(f"{argument} must be a sequence of ints, not {type(tokens).__name__}")
+    if isinstance(tokens, np.ndarray):
+        arr = tokens
+    elif isinstance(tokens, array.array):
+        if tokens.typecode in "fd":
+            raise TypeError(f"{argument} must be integers, got array of typecode {tokens.typecode!r}")
+        arr = np.frombuffer(tokens, dtype=tokens.typecode) if len(tokens) else np.empty(0, _TOKEN_DTYPE)
+    elif isinstance(tokens, (list, tuple, range)):
+        if len(tokens) == 0:
+            return np.empty(0, _TOKEN_DTYPE)
+        try:
+            arr = np.asarray(tokens)
+        except (OverflowError, ValueError) as exc:
+            raise ValueError(f"{argument} must be ints in [0, 2**32): {exc}") from None
+    else:
+        raise TypeError(
+            f"{argument} must be a list, tuple, array.array or numpy integer array, "
+            f"not {type(tokens).__name__}"
+        )
+    if arr.ndim != 1:
+        raise ValueError(f"{argument} must be one-dimensional, got shape {arr.shape}")
+    if arr.dtype.kind not in "iu":
+        if arr.dtype.kind == "O":
+            bad = next((t for t in arr.tolist() if not isinstance(t, int) or isinstance(t, bool)), None)
+            if bad is None:  # Python ints too large for int64
+                raise ValueError(f"{argument} must be ints in [0, 2**32)")
+            raise TypeError(f"{argument} must be integers, got {type(bad).__name__}")
+        raise TypeError(f"{argument} must be integers, got {arr.dtype}")
+    if arr.size and arr.dtype != _TOKEN_DTYPE:
+        if arr.dtype.kind == "i" and int(arr.min()) < 0:
+            raise ValueError(f"{argument} must be ints in [0, 2**32), found {int(arr.min())}")
+        if arr.dtype.itemsize > 4 and int(arr.max()) > _MAX_TOKEN:
+            raise ValueError(f"{argument} must be ints in [0, 2**32), found {int(arr.max())}")
+    return np.ascontiguousarray(arr, dtype=_TOKEN_DTYPE)
+
+
+class Namespace:
+    """What keys are salted with: model, weights, KV dtype, engine layout.
+
+    The same tokens under two namespaces never share a key.
+
+    >>> Namespace("qwen2.5-7b-q8_0").digest8.hex() == Namespace("qwen2.5-7b-q8_0").digest8.hex()
+    True
+    """
+
+    __slots__ = ("name", "salt", "digest8")
+
+    def __init__(self, name: str) -> None:
+        if not isinstance(name, str):
+            raise TypeError(f"namespace must be a str, not {type(name).__name__}")
+        if not name:
+            raise ValueError("namespace must be a non-empty string")
+        self.name = name
+        encoded = name.encode("utf-8")
+        self.salt = b"kvstore/v1\x00" + len(encoded).to_bytes(4, "little") + encoded
+        self.digest8 = hashlib.sha1(self.salt).digest()[:8]
+
+    def __repr__(self) -> str:
+        return f"Namespace({self.name!r})"
+
+
+class PrefixKeys:
+    """Every aligned key of one prompt, plus tail keys on demand.
+
+    ``key(0)`` is the *root* key (the salt alone): the anchor of tails shorter
+    than one block. Runtime complexity: O(len(tokens)) to build, O(1) per
+    aligned key, O(block_tokens) per tail key.
+    """
+
+    __slots__ = ("namespace", "tokens", "block_tokens", "_keys", "_states")
+
+    def __init__(self, namespace: Namespace, tokens: TokensLike, block_tokens: int) -> None:
+        self.namespace = namespace
+        self.block_tokens = check_block_tokens(block_tokens)
+        self.tokens = as_token_array(tokens)
+        raw = memoryview(self.tokens).cast("B")
+        step = self.block_tokens * 4
+        h = hashlib.sha1(namespace.salt)
+        keys = [h.hexdigest()]
+        states = [h.copy()]
+        for offset in range(0, (len(self.tokens) // self.block_tokens) * step, step):
+            h.update(raw[offset : offset + step])
+            keys.append(h.hexdigest())
+            states.append(h.copy())
+        self._keys = keys
+        self._states = states
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def aligned_lengths(self) -> list[int]:
+        """Token counts of the aligned checkpoints, shortest first."""
+        return [i * self.block_tokens for i in range(1, len(self._keys))]
+
+    def anchor(self, n_tokens: int) -> int:
+        """Aligned length a checkpoint of ``n_tokens`` hangs from (may be 0)."""
+        return (n_tokens // self.block_tokens) * self.block_tokens
+
+    def key(self, n_tokens: int) -> str:
+        """Key of the prefix ``tokens[:n_tokens]`` (hex SHA1)."""
+        if not 0 <= n_tokens <= len(self.tokens):
+            raise ValueError(f"n_tokens must be in [0, {len(self.tokens)}], got {n_tokens}")
+        index, rest = divmod(n_tokens, self.block_tokens)
+        if rest == 0:
+            return self._keys[index]
+        h = self._states[index].copy()
+        start = index * self.block_tokens
+        h.update(memoryview(self.tokens[start:n_tokens]).cast("B"))
+        return h.hexdigest()
+
+    def parent_key(self, n_tokens: int) -> str | None:
+        """Key of the nearest shorter aligned prefix, or ``None`` at the root.
+
+        For an aligned checkpoint that is ``key(n - block_tokens)``; for a tail
+        it is its anchor.
+        """
+        if n_tokens <= 0:
+            return None
+        anchor = self.anchor(n_tokens)
+        if anchor == n_tokens:
+            anchor -= self.block_tokens
+        return self._keys[anchor // self.block_tokens] if anchor > 0 else None
+
+    def ancestor_keys(self, n_tokens: int) -> tuple[str, ...]:
+        """Keys of every aligned prefix shorter than ``n_tokens``, shortest first."""
+        top = self.anchor(n_tokens)
+        if top == n_tokens:
+            top -= self.block_tokens
+        return tuple(self._keys[1 : top // self.block_tokens + 1]) if top > 0 else ()

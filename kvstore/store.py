@@ -1,0 +1,870 @@
+"""``CheckpointStore``: the facade a serving engine embeds.
+
+>>> import tempfile
+>>> tokens = list(range(10_000))
+>>> with CheckpointStore(tempfile.mkdtemp(), capacity_bytes=64 << 20,
+...                      block_tokens=4096, namespace="demo") as store:
+...     store.put(tokens[:8192], b"kv state of 8192 tokens")
+...     store.lookup(tokens).tokens
+...     store.load_longest(tokens)
+True
+8192
+(8192, b'kv state of 8192 tokens')
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import lmdb
+
+from policies.base import Policy
+from policies.registry import resolve
+
+from .diskfiles import DiskFiles
+from .errors import CapacityError, ConfigMismatchError, CorruptFileError, KVStoreError, StoreUnavailableError
+from .eviction import LAYOUTS, Entry, EvictionManager
+from .fileformat import Header, payload_descriptor
+from .index import EntryRecord, Index
+from .keys import Namespace, PrefixKeys, TokensLike, check_block_tokens
+
+__all__ = ["CheckpointStore", "Match", "DEFAULT_POLICY"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_POLICY = "lru"
+SETTINGS_FILE = "settings.json"
+LOCK_FILE = "store.lock"
+_SETTINGS_VERSION = 1
+_MIN_INDEX_BYTES = 1 << 20
+_MAX_INDEX_BYTES = 1 << 30
+_LOCK_FILES_ALLOWANCE = 64 << 10  # lock.mdb, store.lock and settings.json
+_QUARANTINE_RID = "quarantine"
+_MAP_FULL_RETRIES = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """A stored checkpoint that is a prefix of the looked-up prompt."""
+
+    tokens: int  #: how many leading tokens it covers
+    key: str  #: its key (hex SHA1)
+    tier: str = "disk"  #: where it lives
+    is_tail: bool = False  #: True when it ends off the block grid
+
+
+def _default_index_bytes(capacity: int) -> int:
+    return min(max(capacity // 64, _MIN_INDEX_BYTES), _MAX_INDEX_BYTES)
+
+
+class CheckpointStore:
+    """A crash-safe, capacity-bounded store of KV-state checkpoints keyed by prefix.
+
+    :param path: the store directory; created (one level) if missing.
+    :param capacity_bytes: budget of everything the store writes (payload files
+        with headers, files being written, quarantined files, and the index's
+        fixed slice ``index_bytes``). Required for a new store; ``None`` reuses
+        the stored value.
+    :param block_tokens: distance between aligned checkpoints (default 4096 for a
+        new store). Fixed at creation.
+    :param namespace: model / weights / KV dtype / engine layout. Keys are salted
+        with it. Required for a new store; fixed at creation.
+    :param policy: a registered policy name (see ``policies.available()``) or a
+        policy instance.
+    :param layout: ``"snapshot"`` (default) or ``"chained"``. Fixed at creation.
+    :param index_bytes: the slice of ``capacity_bytes`` given to the LMDB index
+        (default: 1/64 of the capacity, between 1 MiB and 1 GiB). Fixed at creation.
+    :param pin_quota_bytes: most bytes pins may hold (default: half the payload budget).
+    :param readonly: open for inspection: no writes, no repair.
+    :param clock: seconds since an epoch; time passed to the policy.
+
+    Raises ``ValueError``/``TypeError`` naming a bad argument,
+    :class:`~kvstore.errors.ConfigMismatchError` when an existing store was
+    created with other settings, and :class:`~kvstore.errors.StoreUnavailableError`
+    when the directory cannot be used.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        capacity_bytes: int | None = None,
+        *,
+        block_tokens: int | None = None,
+        namespace: str | None = None,
+        policy: str | Policy = DEFAULT_POLICY,
+        layout: str | None = None,
+        index_bytes: int | None = None,
+        pin_quota_bytes: int | None = None,
+        readonly: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if capacity_bytes is not None:
+            if isinstance(capacity_bytes, bool) or not isinstance(capacity_bytes, int):
+                raise TypeError(f"capacity_bytes must be an int, not {type(capacity_bytes).__name__}")
+            if capacity_bytes <= 0:
+                raise ValueError(f"capacity_bytes must be > 0, got {capacity_bytes}")
+        if block_tokens is not None:
+            block_tokens = check_block_tokens(block_tokens)
+        if namespace is not None:
+            Namespace(namespace)  # validates
+        if layout is not None and layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        if index_bytes is not None and (not isinstance(index_bytes, int) or index_bytes < (256 << 10)):
+            raise ValueError(f"index_bytes must be an int >= 262144, got {index_bytes!r}")
+        self._policy = resolve(policy)
+        self._clock = clock
+        self._lock = threading.RLock()
+        self.readonly = bool(readonly)
+        self.path = os.path.abspath(os.fspath(path))
+        self._closed = True
+        self._lock_fd = -1
+        self._pending_hits: dict[str, tuple[int, float]] = {}
+        self._pending_counters: dict[str, int] = {}
+        self._generation: int | None = None
+        self._open_directory()
+        try:
+            exclusive = self._acquire_lock()
+            settings = self._load_or_create_settings(
+                exclusive, capacity_bytes=capacity_bytes, block_tokens=block_tokens,
+                namespace=namespace, layout=layout, index_bytes=index_bytes)
+            self.namespace = Namespace(settings["namespace"])
+            self.block_tokens: int = settings["block_tokens"]
+            self.layout: str = settings["layout"]
+            self.index_bytes: int = settings["index_bytes"]
+            self._files = DiskFiles(self.path) if not self.readonly else _ReadOnlyFiles(self.path)
+            self._index = self._open_index()
+        except BaseException:
+            self._release_lock()
+            raise
+        self._closed = False
+        try:
+            with self._index.read() as txn:
+                stored_capacity = self._index.capacity(txn)
+            capacity = self._settle_capacity(exclusive, capacity_bytes, stored_capacity)
+            self.capacity_bytes = capacity
+            self._manager = EvictionManager(
+                capacity - self.index_bytes, self._policy, layout=self.layout,
+                block_tokens=self.block_tokens,
+                pin_quota_bytes=pin_quota_bytes if pin_quota_bytes is not None
+                else (capacity - self.index_bytes) // 2,
+            )
+            if exclusive and not self.readonly:
+                self._reconcile()
+            self._sync(force=True)
+            if exclusive and not self.readonly:
+                self._enforce_capacity()
+        except BaseException:
+            self.close()
+            raise
+        if exclusive:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_SH)
+
+    # ================================================================ opening
+    def _open_directory(self) -> None:
+        if os.path.exists(self.path):
+            if not os.path.isdir(self.path):
+                raise StoreUnavailableError(f"store path {self.path} exists and is not a directory")
+            return
+        if self.readonly:
+            raise StoreUnavailableError(f"store directory {self.path} does not exist")
+        parent = os.path.dirname(self.path)
+        if not os.path.isdir(parent):
+            raise StoreUnavailableError(
+                f"cannot create store directory {self.path}: parent {parent} does not exist")
+        try:
+            os.mkdir(self.path, 0o700)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise StoreUnavailableError(f"cannot create store directory {self.path}: {exc.strerror}") from None
+
+    def _acquire_lock(self) -> bool:
+        """Take the store lock; return True when no other process has it open.
+
+        Every open store holds a shared ``flock``; the opener that gets it
+        exclusively is alone and may reconcile files and index.
+        """
+        lock_path = os.path.join(self.path, LOCK_FILE)
+        flags = os.O_RDONLY if self.readonly else os.O_RDWR | os.O_CREAT
+        try:
+            self._lock_fd = os.open(lock_path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:
+            raise StoreUnavailableError(f"{self.path} is not a kvstore directory (no {LOCK_FILE})") from None
+        except OSError as exc:
+            if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise StoreUnavailableError(
+                    f"store directory {self.path} is not writable ({exc.strerror}); "
+                    f"open it with readonly=True to inspect it") from None
+            raise StoreUnavailableError(f"cannot open {lock_path}: {exc.strerror}") from None
+        if self.readonly:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_SH)
+            return False
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_SH)  # waits for a reconciling opener
+            return False
+
+    def _release_lock(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # drops the flock
+            self._lock_fd = -1
+
+    def _load_or_create_settings(self, exclusive: bool, **given: Any) -> dict[str, Any]:
+        path = os.path.join(self.path, SETTINGS_FILE)
+        try:
+            with open(path, "rb") as fh:
+                settings = json.loads(fh.read())
+        except FileNotFoundError:
+            settings = None
+        except (OSError, ValueError) as exc:
+            raise StoreUnavailableError(f"cannot read {path}: {exc}") from None
+        if settings is None:
+            if self.readonly or not exclusive:
+                raise StoreUnavailableError(f"{self.path} is not an initialised kvstore directory")
+            if given["namespace"] is None:
+                raise ValueError("namespace is required to create a store")
+            if given["capacity_bytes"] is None:
+                raise ValueError("capacity_bytes is required to create a store")
+            index_bytes = given["index_bytes"] or _default_index_bytes(given["capacity_bytes"])
+            if given["capacity_bytes"] < 2 * index_bytes:
+                raise ValueError(
+                    f"capacity_bytes={given['capacity_bytes']} is too small: the index takes "
+                    f"index_bytes={index_bytes}; use at least {2 * index_bytes}")
+            settings = {
+                "format": _SETTINGS_VERSION,
+                "namespace": given["namespace"],
+                "block_tokens": given["block_tokens"] or 4096,
+                "layout": given["layout"] or "snapshot",
+                "index_bytes": index_bytes,
+            }
+            tmp = path + ".tmp"
+            with open(tmp, "w", encoding="utf-8", opener=_private_opener) as fh:
+                json.dump(settings, fh, indent=1)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            log.info("created store %s (%s)", self.path, settings)
+            return settings
+        if settings.get("format") != _SETTINGS_VERSION:
+            raise ConfigMismatchError(f"{path}: unsupported settings format {settings.get('format')!r}")
+        for name in ("namespace", "block_tokens", "layout", "index_bytes"):
+            if given[name] is not None and given[name] != settings[name]:
+                raise ConfigMismatchError(
+                    f"store {self.path} was created with {name}={settings[name]!r}, "
+                    f"not {given[name]!r}; open it with the same {name} or use another directory")
+        return settings
+
+    def _open_index(self) -> Index:
+        map_size = self.index_bytes - _LOCK_FILES_ALLOWANCE
+        try:
+            return Index(self.path, map_size=map_size, readonly=self.readonly)
+        except lmdb.Error as exc:
+            raise StoreUnavailableError(
+                f"cannot open the index of {self.path}: {exc}; "
+                f"`kvstore verify {self.path} --repair` rebuilds it from the payload files") from None
+
+    def _settle_capacity(self, exclusive: bool, given: int | None, stored: int | None) -> int:
+        if given is None:
+            if stored is None:
+                raise ValueError("capacity_bytes is required to create a store")
+            return stored
+        if given < 2 * self.index_bytes:
+            raise ValueError(f"capacity_bytes={given} is too small for index_bytes={self.index_bytes}; "
+                             f"use at least {2 * self.index_bytes}")
+        if stored is not None and given != stored:
+            if self.readonly or not exclusive:
+                raise ConfigMismatchError(
+                    f"store {self.path} is open elsewhere with capacity_bytes={stored}; "
+                    f"pass capacity_bytes=None or {stored}")
+            log.info("store %s: capacity_bytes %d -> %d", self.path, stored, given)
+        if stored != given and not self.readonly:
+            with self._index.write() as txn:
+                self._index.set_capacity(txn, given)
+                self._index.bump_generation(txn)
+        return given
+
+    # ========================================================= reconciliation
+    def _reconcile(self) -> None:
+        """Bring index and files into agreement; only when no other process is open.
+
+        Removes temp files and stale reservations; drops index entries whose
+        file vanished or has the wrong size; adopts complete, valid files the
+        index lacks (a crash between rename and commit); quarantines the rest.
+        """
+        files = self._files
+        for tmp in files.temp_paths():
+            log.info("removing temp file %s left by an interrupted write", tmp)
+            _unlink_quietly(tmp)
+        for stray in files.stray_paths():
+            log.warning("removing stray path %s from the data directory", stray)
+            if os.path.islink(stray) or not os.path.isdir(stray):
+                _unlink_quietly(stray)
+        on_disk = set(files.names())
+        with self._index.write() as txn:
+            for rid in self._index.reservations(txn):
+                self._index.delete_reservation(txn, rid)
+            known: set[str] = set()
+            for record in list(self._index.entries(txn)):
+                path = files.path_of(record.file)
+                try:
+                    size = os.lstat(path).st_size
+                except FileNotFoundError:
+                    log.warning("index entry %s lost its file; dropping it", record.key)
+                    self._index.delete_entry(txn, record.key)
+                    continue
+                if size != record.size or record.file not in on_disk:
+                    log.warning("file of %s has %d bytes, index says %d; quarantining", record.key,
+                                size, record.size)
+                    files.quarantine(record.file)
+                    self._index.delete_entry(txn, record.key)
+                    continue
+                known.add(record.file)
+            for name in sorted(on_disk - known):
+                self._adopt_or_quarantine(txn, name)
+            quarantined = files.quarantined_bytes()
+            if quarantined:
+                self._index.put_reservation(txn, _QUARANTINE_RID, quarantined, 0)
+            self._index.bump_generation(txn)
+
+    def _adopt_or_quarantine(self, txn: lmdb.Transaction, name: str) -> None:
+        files = self._files
+        try:
+            header = files.verify(name)
+            if header.namespace_hash != self.namespace.digest8:
+                raise CorruptFileError("belongs to another namespace")
+            if not name.startswith(header.key):
+                raise CorruptFileError("file name disagrees with its header")
+        except (CorruptFileError, OSError) as exc:
+            log.warning("quarantining unreadable file %s: %s", name, exc)
+            files.quarantine(name)
+            return
+        if self._index.get_entry(txn, header.key) is not None:
+            log.info("removing duplicate file %s of an indexed key", name)
+            files.delete(name)
+            return
+        log.info("adopting %s (written before a crash, not yet indexed)", name)
+        self._index.put_entry(txn, _record_from_header(header, name))
+
+    def _enforce_capacity(self) -> None:
+        """Evict down to the capacity (after a reopen with a smaller one)."""
+        if self._manager.free_bytes >= 0:
+            return
+        with self._write() as txn:
+            victims = self._evict_into(txn, 0)
+        self._delete_files(victims)
+
+    # ========================================================= synchronising
+    def _sync(self, force: bool = False) -> None:
+        with self._index.read() as txn:
+            self._sync_in(txn, force)
+
+    def _sync_in(self, txn: lmdb.Transaction, force: bool = False) -> None:
+        """Mirror the index into the eviction manager if anyone changed it."""
+        generation = self._index.generation(txn)
+        if not force and generation == self._generation:
+            return
+        manager = self._manager
+        records = {r.key: r for r in self._index.entries(txn)}
+        for key in list(manager):
+            record = records.get(key)
+            if record is None or manager.get(key).extra.get("file") != record.file:
+                manager.remove(key)
+        fresh = sorted((r for k, r in records.items() if k not in manager), key=lambda r: r.inserted_at)
+        for record in fresh:
+            manager.insert(_entry_from_record(record), record.inserted_at, reserved=0)
+        for record in sorted((r for r in fresh if r.hits), key=lambda r: r.last_use):
+            manager.restore_hit(record.key, record.last_use)
+        pins = self._index.pins(txn)
+        for key in list(manager):
+            entry = manager.get(key)
+            if entry.pinned and key not in pins:
+                manager.unpin(key)
+        for key in pins:
+            entry = manager.get(key)
+            if entry is not None and not entry.pinned:
+                manager.pin(key, force=True)
+        manager.set_reserved(sum(r["size"] for r in self._index.reservations(txn).values()))
+        capacity = self._index.capacity(txn)
+        if capacity is not None and capacity != self.capacity_bytes:
+            self.capacity_bytes = capacity
+            manager.capacity_bytes = capacity - self.index_bytes
+        self._generation = generation
+
+    @contextmanager
+    def _write(self) -> Iterator[lmdb.Transaction]:
+        """A write transaction: syncs the mirror first, flushes pending stats,
+        and on commit records the generation it wrote (so this process's own
+        changes never trigger a resync). On abort the mirror is resynced."""
+        try:
+            with self._index.write() as txn:
+                self._sync_in(txn)
+                self._flush_pending(txn)
+                yield txn
+                generation = self._index.bump_generation(txn)
+        except BaseException:
+            self._generation = None
+            raise
+        self._generation = generation
+
+    def _flush_pending(self, txn: lmdb.Transaction) -> None:
+        for key, (hits, last_use) in self._pending_hits.items():
+            record = self._index.get_entry(txn, key)
+            if record is not None:
+                record.hits += hits
+                record.last_use = max(record.last_use, last_use)
+                self._index.put_entry(txn, record)
+        self._pending_hits.clear()
+        if self._pending_counters:
+            self._index.add_counters(txn, self._pending_counters)
+            self._pending_counters = {}
+
+    def _count(self, name: str, delta: int = 1) -> None:
+        self._pending_counters[name] = self._pending_counters.get(name, 0) + delta
+
+    # ============================================================== lookups
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError("operation on a closed CheckpointStore")
+
+    def _prefix_keys(self, tokens: TokensLike) -> PrefixKeys:
+        return PrefixKeys(self.namespace, tokens, self.block_tokens)
+
+    def lookup(self, tokens: TokensLike) -> Match | None:
+        """The longest stored checkpoint that is a prefix of ``tokens``, or ``None``.
+
+        Considers every aligned prefix and the tails anchored on them; counts
+        a hit on the match and a prefix hit on each of its stored ancestors.
+        Runtime complexity: O(len(tokens)) hashing + O(blocks) index probes.
+        """
+        self._check_open()
+        prefix = self._prefix_keys(tokens)
+        with self._lock:
+            self._sync()
+            found = self._manager.longest_match(prefix)
+            if found is None:
+                self._count("misses")
+                return None
+            n_tokens, key = found
+            now = self._clock()
+            self._manager.record_hit(key, now)
+            hits, _ = self._pending_hits.get(key, (0, now))
+            self._pending_hits[key] = (hits + 1, now)
+            self._count("hits")
+            return Match(tokens=n_tokens, key=key, tier="disk", is_tail=self._manager.get(key).is_tail)
+
+    def load(self, match: Match) -> Any:
+        """The payload of ``match``: bytes, or a numpy array as it was stored.
+
+        Returns ``None`` when the checkpoint vanished (evicted meanwhile) or
+        fails verification (it is then quarantined and dropped): never wrong
+        bytes. Runtime complexity: O(payload bytes).
+        """
+        self._check_open()
+        if not isinstance(match, Match):
+            raise TypeError(f"match must be a Match returned by lookup(), not {type(match).__name__}")
+        with self._lock:
+            entry = self._manager.get(match.key)
+            if entry is None:
+                self._sync()
+                entry = self._manager.get(match.key)
+                if entry is None:
+                    return None
+            name = entry.extra["file"]
+        try:
+            _, payload = self._files.read(name, key=match.key, namespace_hash=self.namespace.digest8)
+            return payload
+        except FileNotFoundError:
+            log.info("checkpoint %s vanished before it could be read", match.key)
+            self._drop(match.key, name, quarantine=False)
+        except CorruptFileError as exc:
+            log.warning("checkpoint %s failed verification: %s", match.key, exc)
+            self._drop(match.key, name, quarantine=True)
+        except OSError as exc:
+            log.warning("cannot read checkpoint %s: %s", match.key, exc)
+        return None
+
+    def load_longest(self, tokens: TokensLike) -> tuple[int, Any]:
+        """``(n_tokens, payload)`` of the longest loadable prefix; ``(0, None)`` on a miss.
+
+        Falls back to shorter prefixes when the longest one cannot be read.
+        """
+        self._check_open()
+        for _ in range(1 + len(tokens) // self.block_tokens + 1):
+            match = self.lookup(tokens)
+            if match is None:
+                return 0, None
+            payload = self.load(match)
+            if payload is not None:
+                return match.tokens, payload
+        return 0, None
+
+    def _drop(self, key: str, name: str, *, quarantine: bool) -> None:
+        """Remove an entry whose file vanished or is bad."""
+        if self.readonly:
+            return
+        with self._lock, self._write() as txn:
+            record = self._index.get_entry(txn, key)
+            if record is None or record.file != name:
+                return
+            self._index.delete_entry(txn, key)
+            if self._manager.get(key) is not None:
+                self._manager.remove(key)
+            if quarantine:
+                self._files.quarantine(name)
+                held = self._index.reservations(txn).get(_QUARANTINE_RID, {"size": 0})["size"]
+                self._index.put_reservation(txn, _QUARANTINE_RID, held + record.size, 0)
+                self._count("quarantined")
+
+    # ================================================================ writes
+    def put(
+        self,
+        tokens: TokensLike,
+        payload: Any,
+        *,
+        tail: bool = False,
+        priority: int = 0,
+        durable: bool = True,
+    ) -> bool:
+        """Store the KV state ``payload`` of the prefix ``tokens``.
+
+        ``len(tokens)`` must be a multiple of ``block_tokens`` unless
+        ``tail=True`` (a checkpoint at the exact end of a prompt). Returns
+        ``True`` when written, ``False`` when that prefix is already stored or
+        the policy declined it. Evicts what the policy names to make room.
+
+        Raises :class:`~kvstore.errors.CapacityError` when the payload can never
+        fit, and the ``OSError`` of a failed write (nothing is left behind).
+        Runtime complexity: O(len(tokens) + payload bytes + victims * log n).
+        """
+        self._check_open()
+        if self.readonly:
+            raise KVStoreError(f"store {self.path} is open read-only")
+        if not isinstance(tail, bool):
+            raise TypeError(f"tail must be a bool, not {type(tail).__name__}")
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise TypeError(f"priority must be an int, not {type(priority).__name__}")
+        if not -(2**31) <= priority < 2**31:
+            raise ValueError(f"priority must fit in 32 bits, got {priority}")
+        prefix = self._prefix_keys(tokens)
+        n_tokens = len(prefix)
+        if n_tokens == 0:
+            raise ValueError("tokens must not be empty")
+        aligned = n_tokens % self.block_tokens == 0
+        if not aligned and not tail:
+            raise ValueError(
+                f"len(tokens)={n_tokens} is not a multiple of block_tokens={self.block_tokens}; "
+                f"pass tail=True to store a checkpoint at the exact end of a prompt")
+        is_tail = not aligned
+        view, dtype, shape = payload_descriptor(payload)
+        key = prefix.key(n_tokens)
+        now = self._clock()
+        anchor_len = prefix.anchor(n_tokens)
+        header = Header(
+            namespace_hash=self.namespace.digest8, key=key, tokens=n_tokens,
+            payload_len=view.nbytes, checksum=0, parent=prefix.parent_key(n_tokens),
+            anchor=prefix.key(anchor_len) if is_tail else None,
+            ancestors=prefix.ancestor_keys(n_tokens), is_tail=is_tail, priority=priority,
+            inserted_at=now, dtype=dtype, shape=shape,
+        )
+        size = header.file_size
+        if size > self._manager.capacity_bytes:
+            raise CapacityError(
+                f"payload of {view.nbytes} bytes ({size} with its header) exceeds the store's "
+                f"payload budget of {self._manager.capacity_bytes} bytes "
+                f"(capacity_bytes={self.capacity_bytes} minus index_bytes={self.index_bytes})")
+        candidate = _entry_from_header(header, "")
+        rid = f"{os.getpid()}-{secrets.token_hex(6)}"
+        with self._lock:
+            with self._write() as txn:
+                if key in self._manager:
+                    return False
+                if not self._manager.admit(candidate, now):
+                    self._count("declined")
+                    return False
+                victims = self._evict_into(txn, size)
+                self._index.put_reservation(txn, rid, size, os.getpid())
+        self._delete_files(victims)
+        try:
+            name, written = self._files.write(header, view, durable=durable)
+        except BaseException:
+            with self._lock, self._write() as txn:
+                self._index.delete_reservation(txn, rid)
+                self._manager.set_reserved(self._manager.reserved_bytes - size)
+            raise
+        assert written == size, (written, size)
+        record = _record_from_header(header, name)
+        with self._lock:
+            for _ in range(_MAP_FULL_RETRIES):
+                try:
+                    with self._write() as txn:
+                        self._index.delete_reservation(txn, rid)
+                        inserted = key not in self._manager  # False: another process won the race
+                        if inserted:
+                            self._index.put_entry(txn, record)
+                            self._count("puts")
+                            self._manager.insert(_entry_from_record(record), now, reserved=size)
+                        else:
+                            self._manager.release(size)
+                    break
+                except lmdb.MapFullError:
+                    self._make_index_room()
+            else:
+                self._files.delete(name)
+                raise CapacityError(f"the index is full (index_bytes={self.index_bytes})")
+        if not inserted:
+            self._files.delete(name)
+        return inserted
+
+    def _evict_into(self, txn: lmdb.Transaction, nbytes: int) -> list[EntryRecord]:
+        """Reserve ``nbytes`` in the manager, deleting victims from the index in ``txn``."""
+        manager = self._manager
+        held = self._index.reservations(txn).get(_QUARANTINE_RID)
+        if held and manager.free_bytes < nbytes:
+            freed = self._files.purge_quarantine()
+            log.info("purged %d quarantined bytes to make room", freed)
+            self._index.delete_reservation(txn, _QUARANTINE_RID)
+            manager.release(min(held["size"], manager.reserved_bytes))
+        # On failure the manager has removed some victims in memory only: the
+        # transaction aborts, the index keeps them, and the resync restores them.
+        evicted = manager.evict_for(nbytes, self._clock())
+        records = []
+        for entry in evicted:
+            record = self._index.delete_entry(txn, entry.key)
+            if record is not None:
+                records.append(record)
+        if evicted:
+            self._count("evictions", len(evicted))
+        return records
+
+    def _make_index_room(self) -> None:
+        with self._write() as txn:
+            key = self._manager.policy.victim(self._clock())
+            if key is None or key not in self._manager:
+                raise CapacityError(f"the index is full (index_bytes={self.index_bytes}) "
+                                    f"and nothing can be evicted")
+            entry = self._manager.remove(key)
+            record = self._index.delete_entry(txn, entry.key)
+            self._count("evictions")
+        if record is not None:
+            self._delete_files([record])
+
+    def _delete_files(self, records: list[EntryRecord]) -> None:
+        for record in records:
+            self._files.delete(record.file)
+
+    # ================================================================== pins
+    def pin(self, tokens: TokensLike) -> Match:
+        """Keep the longest stored prefix of ``tokens`` out of eviction.
+
+        Raises ``ValueError`` when no prefix of ``tokens`` is stored and
+        :class:`~kvstore.errors.PinQuotaError` past ``pin_quota_bytes``.
+        """
+        self._check_open()
+        prefix = self._prefix_keys(tokens)
+        with self._lock, self._write() as txn:
+            found = self._manager.longest_match(prefix)
+            if found is None:
+                raise ValueError("no prefix of tokens is stored; put it before pinning it")
+            n_tokens, key = found
+            self._manager.pin(key)
+            self._index.set_pin(txn, key, True)
+            return Match(tokens=n_tokens, key=key, tier="disk", is_tail=self._manager.get(key).is_tail)
+
+    def unpin(self, tokens: TokensLike) -> None:
+        """Release every pin on a stored prefix of ``tokens``."""
+        self._check_open()
+        prefix = self._prefix_keys(tokens)
+        with self._lock, self._write() as txn:
+            for n in [*prefix.aligned_lengths, len(prefix)]:
+                key = prefix.key(n)
+                if self._manager.get(key) is not None and self._manager.get(key).pinned:
+                    self._manager.unpin(key)
+                    self._index.set_pin(txn, key, False)
+
+    # ================================================================= stats
+    def stats(self) -> dict[str, Any]:
+        """Counts, bytes per tier, hits, misses, evictions.
+
+        Counters are persisted, so another process (``kvstore stats``) sees
+        them too, up to the hits of this process not yet flushed.
+        """
+        self._check_open()
+        with self._lock:
+            self._sync()
+            with self._index.read() as txn:
+                counters = self._index.counters(txn)
+            for name, delta in self._pending_counters.items():
+                counters[name] = counters.get(name, 0) + delta
+            manager = self._manager
+            disk = {
+                "entries": len(manager),
+                "bytes": manager.used_bytes,
+                "reserved_bytes": manager.reserved_bytes,
+                "pinned_bytes": manager.pinned_bytes,
+                "capacity_bytes": manager.capacity_bytes,
+                "tail_entries": sum(1 for k in manager if manager.get(k).is_tail),
+            }
+            return {
+                "path": self.path,
+                "namespace": self.namespace.name,
+                "block_tokens": self.block_tokens,
+                "layout": self.layout,
+                "policy": getattr(self._policy, "name", type(self._policy).__name__),
+                "capacity_bytes": self.capacity_bytes,
+                "index_bytes": self.index_bytes,
+                "entries": len(manager),
+                "bytes": manager.used_bytes + self.index_bytes,
+                "hits": counters.get("hits", 0),
+                "misses": counters.get("misses", 0),
+                "puts": counters.get("puts", 0),
+                "declined": counters.get("declined", 0),
+                "evictions": counters.get("evictions", 0),
+                "quarantined": counters.get("quarantined", 0),
+                "tiers": {"disk": disk},
+            }
+
+    # ================================================================ verify
+    def verify(self, *, repair: bool = False) -> dict[str, list[str]]:
+        """Check every indexed file in full (header, length, checksum).
+
+        Returns ``{"ok": [...], "bad": [...], "missing": [...]}`` of keys. With
+        ``repair=True`` bad files are quarantined and dropped, missing ones
+        dropped. Runtime complexity: O(total bytes stored).
+        """
+        self._check_open()
+        if repair and self.readonly:
+            raise KVStoreError("repair needs a writable store (readonly=False)")
+        report: dict[str, list[str]] = {"ok": [], "bad": [], "missing": []}
+        with self._lock:
+            self._sync()
+            entries = [(k, self._manager.get(k).extra["file"]) for k in self._manager]
+        for key, name in entries:
+            try:
+                header = self._files.verify(name)
+                if header.key != key or header.namespace_hash != self.namespace.digest8:
+                    raise CorruptFileError("header disagrees with the index")
+                report["ok"].append(key)
+            except FileNotFoundError:
+                report["missing"].append(key)
+                if repair:
+                    self._drop(key, name, quarantine=False)
+            except (CorruptFileError, OSError):
+                report["bad"].append(key)
+                if repair:
+                    self._drop(key, name, quarantine=True)
+        return report
+
+    # ================================================================= close
+    def flush(self) -> None:
+        """Persist pending hit statistics (writes are durable when ``put`` returns)."""
+        self._check_open()
+        if self.readonly or not (self._pending_hits or self._pending_counters):
+            return
+        with self._lock, self._write():
+            pass
+
+    def close(self) -> None:
+        """Flush statistics and release the index and the lock. Idempotent."""
+        if self._closed and self._lock_fd < 0:
+            return
+        try:
+            if not self._closed and not self.readonly and (self._pending_hits or self._pending_counters):
+                try:
+                    with self._lock, self._write():
+                        pass
+                except (lmdb.Error, KVStoreError) as exc:
+                    log.warning("could not persist statistics on close: %s", exc)
+        finally:
+            self._closed = True
+            index = getattr(self, "_index", None)
+            if index is not None:
+                index.close()
+            self._release_lock()
+
+    def __enter__(self) -> "CheckpointStore":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_lock_fd", -1) >= 0:
+            try:
+                self.close()
+            except Exception:
+                pass
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self._manager)} entries"
+        return f"<CheckpointStore {self.path!r} {state}>"
+
+    def _check(self) -> None:
+        """Assert that the in-memory mirror agrees with the index (for tests)."""
+        with self._lock:
+            self._sync(force=True)
+            self._manager._check()
+            with self._index.read() as txn:
+                records = {r.key: r for r in self._index.entries(txn)}
+            assert set(records) == set(self._manager), "index and manager disagree"
+            total = sum(r.size for r in records.values())
+            assert total + self.index_bytes <= self.capacity_bytes, (total, self.capacity_bytes)
+
+
+class _ReadOnlyFiles(DiskFiles):
+    """Payload files of a store opened read-only: creates nothing."""
+
+    def __init__(self, root: str) -> None:  # noqa: D107 - no directories created
+        self.root = root
+        self.data_dir = os.path.join(root, "data")
+        self.tmp_dir = os.path.join(root, "tmp")
+        self.quarantine_dir = os.path.join(root, "quarantine")
+
+
+def _private_opener(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NOFOLLOW, 0o600)
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _record_from_header(header: Header, name: str) -> EntryRecord:
+    return EntryRecord(
+        key=header.key, file=name, tokens=header.tokens, size=header.file_size,
+        parent=header.parent, anchor=header.anchor, ancestors="".join(header.ancestors),
+        is_tail=header.is_tail, priority=header.priority, inserted_at=header.inserted_at,
+        last_use=header.inserted_at,
+    )
+
+
+def _entry_from_header(header: Header, name: str) -> Entry:
+    return _entry_from_record(_record_from_header(header, name))
+
+
+def _entry_from_record(record: EntryRecord) -> Entry:
+    return Entry(
+        key=record.key, tokens=record.tokens, size=record.size, parent=record.parent,
+        ancestors=record.ancestor_keys(), is_tail=record.is_tail, anchor=record.anchor,
+        priority=record.priority, inserted_at=record.inserted_at, extra={"file": record.file},
+    )

@@ -1,0 +1,211 @@
+"""The policy interface: what the eviction manager tells a policy, and asks it.
+
+A policy is a small, pure object: no I/O, no clock, no threads. The eviction
+manager (``kvstore.eviction.EvictionManager``) owns every byte of accounting
+and the chain of prefixes; it *tells* the policy what happens and *asks* it
+two questions:
+
+========================  ==================================================
+told                      when
+========================  ==================================================
+``on_insert(key, now)``   a checkpoint was stored
+``on_hit(key, now)``      a lookup matched this checkpoint (the longest one)
+``on_prefix_hit(k, now)`` ... and this stored ancestor of it, once per lookup
+``on_remove(key)``        a checkpoint left the tier (evicted or deleted)
+``on_eligible(key, ok)``  it became (in)eligible as a victim: pins, and in the
+                          ``chained`` layout, gaining or losing stored children
+``on_pin / on_unpin``     the engine pinned or unpinned it
+========================  ==================================================
+
+========================  ==================================================
+asked                     answer
+========================  ==================================================
+``admit(candidate, now)`` may this new checkpoint be written at all?
+``victim(now)``           the next key to evict, among *eligible* keys only,
+                          or ``None`` when there is none
+========================  ==================================================
+
+``victim`` is asked once per eviction; the manager removes the key (and calls
+``on_remove``) before asking again, so a policy sees the chain change under it
+(in ``chained``, a parent becomes a leaf once its last child goes).
+
+Every policy sees the chain through a read-only :class:`ChainView` bound by
+:meth:`Policy.attach` before the first event: parent, stored children, nearest
+stored ancestor, depth in tokens, size, priority, pin state.
+
+Example: a complete, if naive, policy that evicts the largest file first.
+
+>>> class LargestFirst(Policy):
+...     name = "largest-first"
+...     def __init__(self):
+...         self._eligible = set()
+...     def on_eligible(self, key, eligible):
+...         (self._eligible.add if eligible else self._eligible.discard)(key)
+...     def on_remove(self, key):
+...         self._eligible.discard(key)
+...     def victim(self, now):
+...         return max(self._eligible, key=lambda k: self.view.entry(k).size, default=None)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from sortedcontainers import SortedList
+
+__all__ = ["EntryView", "ChainView", "Policy", "ScoredPolicy"]
+
+
+@runtime_checkable
+class EntryView(Protocol):
+    """Read-only facts about one checkpoint (stored, or a candidate for admission)."""
+
+    key: str
+    tokens: int  #: prefix length in tokens (its depth in the chain)
+    size: int  #: bytes it occupies on the tier, header included
+    parent: str | None  #: key of the next shorter aligned prefix (stored or not)
+    ancestors: tuple[str, ...]  #: keys of all shorter aligned prefixes, shortest first
+    is_tail: bool  #: True for a checkpoint at the exact end of a prompt, off the block grid
+    priority: int  #: the engine's rank for it (higher = keep longer); 0 by default
+    pinned: bool
+    inserted_at: float
+
+
+class ChainView(Protocol):
+    """Read-only view of the tier's chain of checkpoints that a policy may consult."""
+
+    layout: str  #: ``"snapshot"`` or ``"chained"``
+    block_tokens: int
+    capacity_bytes: int
+
+    @property
+    def used_bytes(self) -> int: ...
+    def __contains__(self, key: object) -> bool: ...
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[str]: ...
+    def entry(self, key: str) -> EntryView: ...
+    def children(self, key: str) -> Collection[str]: ...
+    def nearest_stored_ancestor(self, key: str) -> str | None: ...
+    def stored_ancestors(self, key: str) -> list[str]: ...
+    def is_eligible(self, key: str) -> bool: ...
+
+
+class Policy:
+    """Base class of every eviction policy; override the hooks you need.
+
+    Class attributes ``name`` (registry name) and ``description`` (one line)
+    document it. Constructor keyword arguments configure it. Time arrives as
+    ``now`` (seconds, any epoch, never decreasing) — a policy never reads a clock.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    #: True for offline references (such as Belady) that need the future and
+    #: so cannot run inside an engine.
+    offline: ClassVar[bool] = False
+
+    view: ChainView
+
+    def attach(self, view: ChainView) -> None:
+        """Bind the read-only chain view; called once, before any event."""
+        self.view = view
+
+    def on_insert(self, key: str, now: float) -> None:
+        """A checkpoint was stored (it is not yet eligible: ``on_eligible`` follows)."""
+
+    def on_hit(self, key: str, now: float) -> None:
+        """A lookup matched ``key`` as the longest stored prefix."""
+
+    def on_prefix_hit(self, key: str, now: float) -> None:
+        """``key`` is a stored ancestor of a checkpoint that was just hit."""
+
+    def on_remove(self, key: str) -> None:
+        """``key`` left the tier; forget it."""
+
+    def on_eligible(self, key: str, eligible: bool) -> None:
+        """``key`` became eligible (``True``) or ineligible (``False``) as a victim."""
+
+    def on_pin(self, key: str) -> None:
+        """The engine pinned ``key`` (``on_eligible(key, False)`` is also sent)."""
+
+    def on_unpin(self, key: str) -> None:
+        """The engine unpinned ``key``."""
+
+    def admit(self, candidate: EntryView, now: float) -> bool:
+        """Whether to write ``candidate`` at all. The default admits everything."""
+        return True
+
+    def victim(self, now: float) -> str | None:
+        """The next key to evict among eligible keys, or ``None`` if none is left."""
+        raise NotImplementedError(f"{type(self).__name__} must implement victim(now)")
+
+    def _check(self) -> None:
+        """Assert internal invariants (used by tests); the default checks nothing."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+class ScoredPolicy(Policy):
+    """A policy that ranks eligible entries by a sortable score, lowest evicted first.
+
+    Subclasses implement :meth:`score` and call :meth:`_rescore` from the
+    hooks that change it. Victim choice is O(log n).
+
+    >>> class Oldest(ScoredPolicy):
+    ...     name = "oldest"
+    ...     def score(self, key, now):
+    ...         return self.view.entry(key).inserted_at
+    """
+
+    def __init__(self) -> None:
+        self._order: SortedList = SortedList()
+        self._scores: dict[str, tuple[Any, int]] = {}
+        self._eligible: set[str] = set()
+        self._seq = 0
+
+    def score(self, key: str, now: float) -> Any:
+        """Sortable rank of ``key`` at ``now``: the lowest is evicted first."""
+        raise NotImplementedError
+
+    def _rescore(self, key: str, now: float) -> None:
+        old = self._scores.get(key)
+        if old is not None and key in self._eligible:
+            self._order.remove((old[0], old[1], key))
+        self._seq += 1
+        new = (self.score(key, now), self._seq)
+        self._scores[key] = new
+        if key in self._eligible:
+            self._order.add((new[0], new[1], key))
+
+    def on_insert(self, key: str, now: float) -> None:
+        self._rescore(key, now)
+
+    def on_hit(self, key: str, now: float) -> None:
+        self._rescore(key, now)
+
+    def on_eligible(self, key: str, eligible: bool) -> None:
+        if eligible == (key in self._eligible):
+            return
+        score, seq = self._scores[key]
+        if eligible:
+            self._eligible.add(key)
+            self._order.add((score, seq, key))
+        else:
+            self._eligible.discard(key)
+            self._order.remove((score, seq, key))
+
+    def on_remove(self, key: str) -> None:
+        if key in self._eligible:
+            self.on_eligible(key, False)
+        self._scores.pop(key, None)
+
+    def victim(self, now: float) -> str | None:
+        return self._order[0][2] if self._order else None
+
+    def _check(self) -> None:
+        assert len(self._order) == len(self._eligible), (len(self._order), len(self._eligible))
+        for score, seq, key in self._order:
+            assert key in self._eligible and self._scores[key] == (score, seq), key
+        assert self._eligible <= set(self._scores)

@@ -1,0 +1,76 @@
+"""Policy registry: built-in names, plus third-party ones from entry points.
+
+A third-party package registers a policy class in its ``pyproject.toml``::
+
+    [project.entry-points."kvstore.policies"]
+    my-policy = "my_package.module:MyPolicy"
+
+>>> "lru" in available()
+True
+>>> get("lru").name
+'lru'
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from typing import Any
+
+from .base import Policy
+from .ds4_density import Ds4DensityPolicy
+from .lru import LRUPolicy
+
+__all__ = ["available", "get", "resolve", "BUILTIN", "ENTRY_POINT_GROUP"]
+
+ENTRY_POINT_GROUP = "kvstore.policies"
+
+BUILTIN: dict[str, type[Policy]] = {cls.name: cls for cls in (LRUPolicy, Ds4DensityPolicy)}
+
+
+def _entry_point_classes() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def available() -> dict[str, str]:
+    """Registered policy names mapped to their one-line descriptions."""
+    names = {name: cls.description for name, cls in BUILTIN.items()}
+    for name, ep in _entry_point_classes().items():
+        if name not in names:
+            try:
+                names[name] = getattr(ep.load(), "description", "")
+            except Exception as exc:  # a broken plugin must not hide the others
+                names[name] = f"(failed to load: {exc})"
+    return dict(sorted(names.items()))
+
+
+def get(name: str, **kwargs: Any) -> Policy:
+    """A new instance of the policy registered as ``name``, configured by ``kwargs``."""
+    if not isinstance(name, str):
+        raise TypeError(f"policy name must be a str, not {type(name).__name__}")
+    cls: Any = BUILTIN.get(name)
+    if cls is None:
+        ep = _entry_point_classes().get(name)
+        if ep is None:
+            raise ValueError(f"unknown policy {name!r}; available: {', '.join(available())}")
+        cls = ep.load()
+    return cls(**kwargs)
+
+
+def resolve(policy: str | Policy, **kwargs: Any) -> Policy:
+    """Accept a registered name or a policy instance; return an instance.
+
+    >>> resolve("ds4-density").name
+    'ds4-density'
+    """
+    if isinstance(policy, str):
+        return get(policy, **kwargs)
+    if isinstance(policy, type):
+        raise TypeError(f"policy must be a name or an instance, not the class {policy.__name__}; "
+                        f"pass {policy.__name__}()")
+    if kwargs:
+        raise TypeError("policy keyword arguments apply only when policy is given by name")
+    for hook in ("attach", "victim", "on_insert", "on_remove", "on_eligible"):
+        if not callable(getattr(policy, hook, None)):
+            raise TypeError(f"policy must be a registered name or a Policy instance; "
+                            f"{type(policy).__name__} has no {hook}()")
+    return policy

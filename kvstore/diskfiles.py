@@ -24,6 +24,7 @@ import errno
 import logging
 import os
 import secrets
+import shutil
 import zlib
 from collections.abc import Iterator
 from dataclasses import replace
@@ -208,25 +209,33 @@ class DiskFiles:
         return [os.path.join(self.tmp_dir, n) for n in sorted(os.listdir(self.tmp_dir))]
 
     def quarantined_bytes(self) -> int:
+        """Bytes held in ``quarantine/`` (files and quarantined index folders)."""
         total = 0
-        for name in os.listdir(self.quarantine_dir):
-            try:
-                total += os.lstat(os.path.join(self.quarantine_dir, name)).st_size
-            except FileNotFoundError:
-                pass
+        for folder, dirs, names in os.walk(self.quarantine_dir):
+            for name in names:
+                try:
+                    total += os.lstat(os.path.join(folder, name)).st_size
+                except FileNotFoundError:
+                    pass
         return total
 
     def purge_quarantine(self) -> int:
-        """Delete quarantined files; return the bytes freed."""
-        freed = 0
+        """Delete everything quarantined; return the bytes freed."""
+        freed = self.quarantined_bytes()
         for name in os.listdir(self.quarantine_dir):
             path = os.path.join(self.quarantine_dir, name)
-            try:
-                freed += os.lstat(path).st_size
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                _unlink(path)
         return freed
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _valid_name(name: str) -> bool:

@@ -3,7 +3,7 @@
 Layout (little-endian), ``header_len`` bytes of header then ``payload_len``
 bytes of payload::
 
-    magic "KVCKPT\\r\\n" | version u16 | header_len u32 | flags u16
+    magic "KVCKPT\\r\\n" | version u16 | header_len u32 | flags u16 (tail, numpy, parent, anchor)
     namespace hash 8s | key 20s | parent 20s | anchor 20s
     tokens u64 | payload_len u64 | payload crc32 u32 | priority i32
     inserted_at f64 | n_ancestors u32 | dtype_len u8 | ndim u8 | 2 pad bytes
@@ -37,6 +37,8 @@ _FIXED = struct.Struct("<8sHIH8s20s20s20sQQIidIBB2x")
 _CRC = struct.Struct("<I")
 FLAG_TAIL = 1
 FLAG_NUMPY = 2
+FLAG_PARENT = 4
+FLAG_ANCHOR = 8
 MAX_HEADER_BYTES = 1 << 20
 _NUMERIC_KINDS = "biufc"
 _ZERO_KEY = bytes(20)
@@ -52,10 +54,6 @@ def _key_bytes(key: str | None, what: str) -> bytes:
     if len(raw) != 20:
         raise ValueError(f"{what} must be a 40-character hex SHA1, got {key!r}")
     return raw
-
-
-def _key_str(raw: bytes) -> str | None:
-    return None if raw == _ZERO_KEY else raw.hex()
 
 
 @dataclass(frozen=True)
@@ -87,7 +85,9 @@ class Header:
 
     def encode(self) -> bytes:
         dtype = self.dtype.encode("ascii") if self.dtype else b""
-        flags = (FLAG_TAIL if self.is_tail else 0) | (FLAG_NUMPY if self.dtype else 0)
+        flags = ((FLAG_TAIL if self.is_tail else 0) | (FLAG_NUMPY if self.dtype else 0)
+                 | (FLAG_PARENT if self.parent is not None else 0)
+                 | (FLAG_ANCHOR if self.anchor is not None else 0))
         parts = [
             _FIXED.pack(
                 MAGIC, FORMAT_VERSION, self.header_len, flags, self.namespace_hash,
@@ -141,7 +141,8 @@ class Header:
                 raise CorruptFileError("shape and dtype disagree with payload length")
         return cls(
             namespace_hash=ns, key=key.hex(), tokens=tokens, payload_len=payload_len,
-            checksum=checksum, parent=_key_str(parent), anchor=_key_str(anchor),
+            checksum=checksum, parent=parent.hex() if flags & FLAG_PARENT else None,
+            anchor=anchor.hex() if flags & FLAG_ANCHOR else None,
             ancestors=ancestors, is_tail=bool(flags & FLAG_TAIL), priority=priority,
             inserted_at=inserted_at, dtype=dtype, shape=tuple(shape),
         )

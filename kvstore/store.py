@@ -151,6 +151,9 @@ class CheckpointStore:
         try:
             with self._index.read() as txn:
                 stored_capacity = self._index.capacity(txn)
+            if stored_capacity is None:  # a new or rebuilt index
+                stored_capacity = settings.get("capacity_bytes")
+            self._settings = settings
             capacity = self._settle_capacity(exclusive, capacity_bytes, stored_capacity)
             self.capacity_bytes = capacity
             self._manager = EvictionManager(
@@ -250,20 +253,10 @@ class CheckpointStore:
                 "layout": given["layout"] or "snapshot",
                 "index_bytes": index_bytes,
             }
-            tmp = path + ".tmp"
-            with open(tmp, "w", encoding="utf-8", opener=_private_opener) as fh:
-                json.dump(settings, fh, indent=1)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _write_json_atomically(path, settings)
             log.info("created store %s (%s)", self.path, settings)
             return settings
-        if settings.get("format") != _SETTINGS_VERSION:
+        if not isinstance(settings, dict) or settings.get("format") != _SETTINGS_VERSION:
             raise ConfigMismatchError(f"{path}: unsupported settings format {settings.get('format')!r}")
         for name in ("namespace", "block_tokens", "layout", "index_bytes"):
             if given[name] is not None and given[name] != settings[name]:
@@ -295,10 +288,14 @@ class CheckpointStore:
                     f"store {self.path} is open elsewhere with capacity_bytes={stored}; "
                     f"pass capacity_bytes=None or {stored}")
             log.info("store %s: capacity_bytes %d -> %d", self.path, stored, given)
-        if stored != given and not self.readonly:
+        if not self.readonly:
             with self._index.write() as txn:
-                self._index.set_capacity(txn, given)
-                self._index.bump_generation(txn)
+                if self._index.capacity(txn) != given:
+                    self._index.set_capacity(txn, given)
+                    self._index.bump_generation(txn)
+            if self._settings.get("capacity_bytes") != given:
+                self._settings["capacity_bytes"] = given
+                _write_json_atomically(os.path.join(self.path, SETTINGS_FILE), self._settings)
         return given
 
     # ========================================================= reconciliation
@@ -836,6 +833,20 @@ class _ReadOnlyFiles(DiskFiles):
         self.data_dir = os.path.join(root, "data")
         self.tmp_dir = os.path.join(root, "tmp")
         self.quarantine_dir = os.path.join(root, "quarantine")
+
+
+def _write_json_atomically(path: str, value: Any) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8", opener=_private_opener) as fh:
+        json.dump(value, fh, indent=1)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _private_opener(path: str, flags: int) -> int:

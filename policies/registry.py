@@ -13,6 +13,7 @@ True
 
 from __future__ import annotations
 
+import inspect
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -53,7 +54,22 @@ def get(name: str, **kwargs: Any) -> Policy:
         if ep is None:
             raise ValueError(f"unknown policy {name!r}; available: {', '.join(available())}")
         cls = ep.load()
+    options = _options(cls)
+    unknown = sorted(set(kwargs) - set(options))
+    if unknown and "**" not in options:
+        raise TypeError(f"policy {name!r} has no option {unknown[0]!r}; "
+                        f"options: {', '.join(options) or '(none)'}")
     return cls(**kwargs)
+
+
+def _options(cls: type) -> list[str]:
+    """Names of the keyword arguments a policy class accepts."""
+    try:
+        params = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):
+        return ["**"]
+    return ["**" if p.kind is p.VAR_KEYWORD else p.name for p in params
+            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_KEYWORD)]
 
 
 def resolve(policy: str | Policy, **kwargs: Any) -> Policy:
@@ -69,7 +85,7 @@ def resolve(policy: str | Policy, **kwargs: Any) -> Policy:
                         f"pass {policy.__name__}()")
     if kwargs:
         raise TypeError("policy keyword arguments apply only when policy is given by name")
-    for hook in ("attach", "victim", "on_insert", "on_remove", "on_eligible"):
+    for hook in ("victim", "attach", "on_insert", "on_remove", "on_eligible"):
         if not callable(getattr(policy, hook, None)):
             raise TypeError(f"policy must be a registered name or a Policy instance; "
                             f"{type(policy).__name__} has no {hook}()")

@@ -1,0 +1,47 @@
+"""Shared fixtures and hypothesis profiles.
+
+Profiles: ``ci`` (default, quick) and ``thorough`` (``--thorough`` or
+``KVSTORE_THOROUGH=1``), which runs many more examples and longer soaks.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "ci", max_examples=40, deadline=None, derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.register_profile(
+    "thorough", max_examples=1000, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--thorough", action="store_true", help="many more hypothesis examples and crash points")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    thorough = config.getoption("--thorough") or os.environ.get("KVSTORE_THOROUGH") == "1"
+    settings.load_profile("thorough" if thorough else "ci")
+    config.kvstore_thorough = thorough  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def thorough(request: pytest.FixtureRequest) -> bool:
+    return request.config.kvstore_thorough  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def rng() -> random.Random:
+    return random.Random(1234)
+
+
+@pytest.fixture
+def store_dir(tmp_path):
+    return str(tmp_path / "store")

@@ -1,0 +1,203 @@
+"""The eviction manager and the policies shipped with the core (lru, ds4-density)."""
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import policies
+from kvstore.errors import CapacityError, PinQuotaError, PolicyError
+from kvstore.eviction import Entry, EvictionManager
+from policies import Ds4DensityPolicy, LRUPolicy, Policy
+
+
+def chain(n, size=10, prefix="k"):
+    """Entries k1..kn, each the parent of the next."""
+    keys = [f"{prefix}{i}" for i in range(1, n + 1)]
+    return [Entry(k, tokens=4 * (i + 1), size=size, parent=keys[i - 1] if i else None,
+                  ancestors=tuple(keys[:i])) for i, k in enumerate(keys)]
+
+
+def fill(manager, entries, now=0.0):
+    for i, e in enumerate(entries):
+        manager.evict_for(e.size, now + i)
+        manager.insert(e, now + i)
+
+
+def test_lru_evicts_least_recently_used_and_prefix_hits_refresh_ancestors():
+    m = EvictionManager(30, LRUPolicy(), block_tokens=4)
+    fill(m, chain(3))
+    m.record_hit("k2", now=10)  # refreshes k1 through the chain
+    assert [v.key for v in m.evict_for(10, now=12)] == ["k3"]
+    m._check()
+
+
+def test_lru_without_prefix_hits_keeps_ancestors_stale():
+    m = EvictionManager(30, LRUPolicy(count_prefix_hits=False), block_tokens=4)
+    fill(m, chain(3))
+    m.record_hit("k2", now=10)
+    assert [v.key for v in m.evict_for(10, now=11)] == ["k1"]
+
+
+def test_ds4_density_evicts_short_prefixes_first():
+    # 4096/8192/12288 tokens at 76/130/184 MiB: density grows with length
+    m = EvictionManager(400, Ds4DensityPolicy(), block_tokens=4096)
+    sizes = {"s": 76, "m": 130, "l": 184}
+    for i, (k, size) in enumerate(sizes.items()):
+        m.evict_for(size, i)
+        m.insert(Entry(k, tokens=4096 * (i + 1), size=size), i)
+    assert [v.key for v in m.evict_for(80, 5)] == ["s"]
+
+
+def test_ds4_hits_raise_the_score_and_decay_with_half_life():
+    p = Ds4DensityPolicy(half_life_s=100)
+    m = EvictionManager(1000, p, block_tokens=1)
+    m.insert(Entry("a", tokens=10, size=100), 0, reserved=0)  # density 0.1
+    m.insert(Entry("b", tokens=15, size=100), 0, reserved=0)  # density 0.15
+    m.record_hit("a", now=0)
+    assert p.score("a", 0) == pytest.approx(0.2)
+    assert p.victim(0) == "b"
+    assert p.score("a", 100) == pytest.approx(0.15)  # one half-life: 0.5 effective hits
+    assert p.victim(1000) == "a"
+
+
+def test_ds4_ties_go_to_the_older_last_use():
+    p = Ds4DensityPolicy()
+    m = EvictionManager(1000, p, block_tokens=1)
+    m.insert(Entry("new", tokens=10, size=100), 5, reserved=0)
+    m.insert(Entry("old", tokens=10, size=100), 1, reserved=0)
+    assert p.victim(6) == "old"
+
+
+def test_chained_layout_evicts_leaves_only():
+    m = EvictionManager(30, LRUPolicy(), layout="chained", block_tokens=4)
+    fill(m, chain(3))
+    m.record_hit("k3", now=10)  # k3 newest, but k1 and k2 have children
+    victims = m.evict_for(30, now=11)
+    assert [v.key for v in victims] == ["k3", "k2", "k1"]
+
+
+def test_pins_are_never_victims_and_respect_the_quota():
+    m = EvictionManager(40, LRUPolicy(), block_tokens=4, pin_quota_bytes=15)
+    fill(m, chain(3))
+    m.pin("k1")
+    with pytest.raises(PinQuotaError, match="pin_quota_bytes=15"):
+        m.pin("k2")
+    victims = m.evict_for(30, now=10)
+    assert "k1" in m and [v.key for v in victims] == ["k2", "k3"]
+    m.release(30)
+    with pytest.raises(CapacityError, match="pinned"):
+        m.evict_for(31, now=11)
+    m.unpin("k1")
+    assert [v.key for v in m.evict_for(40, now=12)] == ["k1"]
+    m._check()
+
+
+def test_a_payload_larger_than_capacity_is_refused_without_evicting():
+    m = EvictionManager(30, LRUPolicy(), block_tokens=4)
+    fill(m, chain(2))
+    with pytest.raises(CapacityError, match="capacity_bytes=30"):
+        m.evict_for(31, now=5)
+    assert len(m) == 2 and m.reserved_bytes == 0
+
+
+class Raises(LRUPolicy):
+    def victim(self, now):
+        raise RuntimeError("boom")
+
+
+class Ghost(LRUPolicy):
+    def victim(self, now):
+        return "never-inserted"
+
+
+class Lazy(LRUPolicy):
+    def victim(self, now):
+        return None
+
+
+class PinEvictor(LRUPolicy):
+    def victim(self, now):
+        return next(iter(self.view))
+
+
+@pytest.mark.parametrize("policy, words", [
+    (Raises(), "raised in victim"), (Ghost(), "not stored"),
+    (Lazy(), "named no victim"), (PinEvictor(), "not eligible"),
+])
+def test_broken_policies_get_a_clear_error_and_reserve_nothing(policy, words):
+    m = EvictionManager(30, policy, block_tokens=4)
+    fill(m, chain(3))
+    m.pin("k1")
+    with pytest.raises(PolicyError, match=words) as info:
+        m.evict_for(20, now=5)
+    assert m.reserved_bytes == 0
+    assert all(e.key not in m for e in info.value.evicted)
+
+
+def test_policy_view_is_read_only():
+    seen = {}
+
+    class Peek(LRUPolicy):
+        def on_insert(self, key, now):
+            super().on_insert(key, now)
+            seen[key] = self.view.entry(key)
+
+    m = EvictionManager(100, Peek(), block_tokens=4)
+    fill(m, chain(2))
+    with pytest.raises(AttributeError, match="read-only"):
+        seen["k2"].size = 0
+    assert m.nearest_stored_ancestor("k2") == "k1"
+    assert m.children("k1") == {"k2"}
+
+
+def test_registry_lists_and_builds_policies():
+    names = policies.available()
+    assert {"lru", "ds4-density"} <= set(names) and all(names.values())
+    assert isinstance(policies.get("ds4-density", half_life_s=60), Ds4DensityPolicy)
+    with pytest.raises(ValueError, match="unknown policy 'nope'; available: "):
+        policies.get("nope")
+    with pytest.raises(TypeError, match="pass LRUPolicy()"):
+        policies.resolve(LRUPolicy)
+    with pytest.raises(TypeError, match="has no victim"):
+        policies.resolve(object())
+    with pytest.raises(TypeError, match="no option 'half_lfe_s'; options: half_life_s, count_prefix_hits"):
+        policies.get("ds4-density", half_lfe_s=1)
+
+
+ops = st.lists(st.tuples(st.sampled_from(["put", "hit", "pin", "unpin", "remove"]),
+                         st.integers(0, 11), st.integers(1, 40)), max_size=60)
+
+
+@pytest.mark.parametrize("layout", ["snapshot", "chained"])
+@pytest.mark.parametrize("make_policy", [LRUPolicy, Ds4DensityPolicy,
+                                         lambda: LRUPolicy(count_prefix_hits=False)])
+@given(ops=ops)
+def test_any_event_sequence_keeps_manager_and_policy_consistent(layout, make_policy, ops):
+    m = EvictionManager(100, make_policy(), layout=layout, block_tokens=1, pin_quota_bytes=50)
+    for t, (op, i, size) in enumerate(ops):
+        key = f"n{i}"
+        parent = f"n{i - 1}" if i else None
+        if op == "put" and key not in m:
+            if layout == "chained" and parent is not None and parent not in m:
+                continue
+            try:
+                victims = m.evict_for(size, t)
+            except CapacityError:
+                continue
+            assert all(v.key != parent or layout == "snapshot" for v in victims)
+            m.insert(Entry(key, tokens=i + 1, size=size, parent=parent,
+                           ancestors=tuple(f"n{j}" for j in range(i))), t)
+        elif op == "hit" and key in m:
+            m.record_hit(key, t)
+        elif op == "pin" and key in m:
+            try:
+                m.pin(key)
+            except PinQuotaError:
+                assert m.pinned_bytes + m.get(key).size > 50
+        elif op == "unpin" and key in m:
+            m.unpin(key)
+        elif op == "remove" and key in m and (layout == "snapshot" or not m.children(key)):
+            m.remove(key)
+        m._check()
+        if layout == "chained":  # never an orphan: every stored entry's parent is stored
+            assert all(m.get(k).parent is None or m.get(k).parent in m for k in m)

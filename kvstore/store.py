@@ -252,6 +252,7 @@ class CheckpointStore:
                 "block_tokens": given["block_tokens"] or 4096,
                 "layout": given["layout"] or "snapshot",
                 "index_bytes": index_bytes,
+                "capacity_bytes": given["capacity_bytes"],
             }
             _write_json_atomically(path, settings)
             log.info("created store %s (%s)", self.path, settings)
@@ -365,8 +366,7 @@ class CheckpointStore:
         if self._manager.free_bytes >= 0:
             return
         with self._write() as txn:
-            victims = self._evict_into(txn, 0)
-        self._delete_files(victims)
+            self._evict_into(txn, 0)
 
     # ========================================================= synchronising
     def _sync(self, force: bool = False) -> None:
@@ -596,9 +596,8 @@ class CheckpointStore:
                 if not self._manager.admit(candidate, now):
                     self._count("declined")
                     return False
-                victims = self._evict_into(txn, size)
+                self._evict_into(txn, size)
                 self._index.put_reservation(txn, rid, size, os.getpid())
-        self._delete_files(victims)
         try:
             name, written = self._files.write(header, view, durable=durable)
         except BaseException:
@@ -649,6 +648,10 @@ class CheckpointStore:
                 records.append(record)
         if evicted:
             self._count("evictions", len(evicted))
+        # Unlink while still holding the index's writer lock: no other process
+        # can reserve the freed bytes before they are really free. Should the
+        # transaction abort after this, those entries load as misses.
+        self._delete_files(records)
         return records
 
     def _make_index_room(self) -> None:
@@ -660,8 +663,8 @@ class CheckpointStore:
             entry = self._manager.remove(key)
             record = self._index.delete_entry(txn, entry.key)
             self._count("evictions")
-        if record is not None:
-            self._delete_files([record])
+            if record is not None:
+                self._delete_files([record])
 
     def _delete_files(self, records: list[EntryRecord]) -> None:
         for record in records:

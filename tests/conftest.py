@@ -45,3 +45,26 @@ def rng() -> random.Random:
 @pytest.fixture
 def store_dir(tmp_path):
     return str(tmp_path / "store")
+
+
+_COUNTS_KEY = pytest.StashKey[dict]()
+
+
+@pytest.fixture
+def tally(request: pytest.FixtureRequest):
+    """``tally(name, n)`` adds to a count printed at the end of the run
+    (crash points tried, concurrent operations, corrupted files...)."""
+    counts = request.config.stash.setdefault(_COUNTS_KEY, {})
+
+    def add(name: str, n: int = 1) -> None:
+        counts[name] = counts.get(name, 0) + n
+
+    return add
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    counts = config.stash.get(_COUNTS_KEY, {})
+    if counts:
+        terminalreporter.section("fault injection tally")
+        for name, n in sorted(counts.items()):
+            terminalreporter.write_line(f"{name}: {n}")

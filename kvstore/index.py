@@ -30,6 +30,7 @@ import lmdb
 
 __all__ = ["Index", "EntryRecord"]
 
+_COW_ALLOWANCE_PAGES = 128
 _DBS = ("meta", "entries", "children", "pins", "reservations")
 
 # LMDB: "do not open the same environment twice in one process". This
@@ -179,6 +180,16 @@ class Index:
 
     def entry_count(self, txn: lmdb.Transaction) -> int:
         return txn.stat(self._dbs["entries"])["entries"]
+
+    def crowded(self, txn: lmdb.Transaction) -> bool:
+        """True when the B-trees hold more than half of the map's pages that are
+        left after a fixed allowance for copy-on-write and the free list
+        (LMDB needs free pages even to delete, so it must never fill up)."""
+        pages = 0
+        for stat in [txn.stat()] + [txn.stat(db) for db in self._dbs.values()]:
+            pages += stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]
+        map_pages = self.env.info()["map_size"] // self.env.stat()["psize"]
+        return pages > (map_pages - _COW_ALLOWANCE_PAGES) // 2
 
     # ----------------------------------------------------------------- pins
     def pins(self, txn: lmdb.Transaction) -> set[str]:

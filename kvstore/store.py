@@ -49,6 +49,7 @@ LOCK_FILE = "store.lock"
 _SETTINGS_VERSION = 1
 _MIN_INDEX_BYTES = 1 << 20
 _MAX_INDEX_BYTES = 1 << 30
+_MIN_PAYLOAD_BYTES = 64 << 10
 _LOCK_FILES_ALLOWANCE = 64 << 10  # lock.mdb, store.lock and settings.json
 _QUARANTINE_RID = "quarantine"
 _MAP_FULL_RETRIES = 64
@@ -120,8 +121,8 @@ class CheckpointStore:
             Namespace(namespace)  # validates
         if layout is not None and layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-        if index_bytes is not None and (not isinstance(index_bytes, int) or index_bytes < (256 << 10)):
-            raise ValueError(f"index_bytes must be an int >= 262144, got {index_bytes!r}")
+        if index_bytes is not None and (not isinstance(index_bytes, int) or index_bytes < _MIN_INDEX_BYTES):
+            raise ValueError(f"index_bytes must be an int >= {_MIN_INDEX_BYTES}, got {index_bytes!r}")
         self._policy = resolve(policy)
         self._clock = clock
         self._lock = threading.RLock()
@@ -242,10 +243,7 @@ class CheckpointStore:
             if given["capacity_bytes"] is None:
                 raise ValueError("capacity_bytes is required to create a store")
             index_bytes = given["index_bytes"] or _default_index_bytes(given["capacity_bytes"])
-            if given["capacity_bytes"] < 2 * index_bytes:
-                raise ValueError(
-                    f"capacity_bytes={given['capacity_bytes']} is too small: the index takes "
-                    f"index_bytes={index_bytes}; use at least {2 * index_bytes}")
+            _check_capacity(given["capacity_bytes"], index_bytes)
             settings = {
                 "format": _SETTINGS_VERSION,
                 "namespace": given["namespace"],
@@ -280,9 +278,7 @@ class CheckpointStore:
             if stored is None:
                 raise ValueError("capacity_bytes is required to create a store")
             return stored
-        if given < 2 * self.index_bytes:
-            raise ValueError(f"capacity_bytes={given} is too small for index_bytes={self.index_bytes}; "
-                             f"use at least {2 * self.index_bytes}")
+        _check_capacity(given, self.index_bytes)
         if stored is not None and given != stored:
             if self.readonly or not exclusive:
                 raise ConfigMismatchError(
@@ -410,6 +406,7 @@ class CheckpointStore:
         """A write transaction: syncs the mirror first, flushes pending stats,
         and on commit records the generation it wrote (so this process's own
         changes never trigger a resync). On abort the mirror is resynced."""
+        pending = dict(self._pending_hits), dict(self._pending_counters)
         try:
             with self._index.write() as txn:
                 self._sync_in(txn)
@@ -418,6 +415,9 @@ class CheckpointStore:
                 generation = self._index.bump_generation(txn)
         except BaseException:
             self._generation = None
+            # the flush rolled back with the transaction, and so did whatever the
+            # body counted: restore the pending statistics exactly as they were
+            self._pending_hits, self._pending_counters = pending
             raise
         self._generation = generation
 
@@ -589,7 +589,8 @@ class CheckpointStore:
                 f"(capacity_bytes={self.capacity_bytes} minus index_bytes={self.index_bytes})")
         candidate = _entry_from_header(header, "")
         rid = f"{os.getpid()}-{secrets.token_hex(6)}"
-        with self._lock:
+
+        def reserve() -> bool:
             with self._write() as txn:
                 if key in self._manager:
                     return False
@@ -598,36 +599,57 @@ class CheckpointStore:
                     return False
                 self._evict_into(txn, size)
                 self._index.put_reservation(txn, rid, size, os.getpid())
+                return True
+
+        with self._lock:
+            if not self._retrying_map_full(reserve):
+                return False
         try:
             name, written = self._files.write(header, view, durable=durable)
         except BaseException:
-            with self._lock, self._write() as txn:
-                self._index.delete_reservation(txn, rid)
-                self._manager.set_reserved(self._manager.reserved_bytes - size)
+            self._cancel_reservation(rid, size)
             raise
         assert written == size, (written, size)
         record = _record_from_header(header, name)
-        with self._lock:
-            for _ in range(_MAP_FULL_RETRIES):
-                try:
-                    with self._write() as txn:
-                        self._index.delete_reservation(txn, rid)
-                        inserted = key not in self._manager  # False: another process won the race
-                        if inserted:
-                            self._index.put_entry(txn, record)
-                            self._count("puts")
-                            self._manager.insert(_entry_from_record(record), now, reserved=size)
-                        else:
-                            self._manager.release(size)
-                    break
-                except lmdb.MapFullError:
-                    self._make_index_room()
-            else:
+
+        def commit() -> bool:
+            with self._write() as txn:
+                self._index.delete_reservation(txn, rid)
+                if key in self._manager:  # another process stored it meanwhile;
+                    self._files.delete(name)  # delete before the commit frees its bytes
+                    self._manager.release(size)
+                    return False
+                self._index.put_entry(txn, record)
+                self._count("puts")
+                self._manager.insert(_entry_from_record(record), now, reserved=size)
+                return True
+
+        try:
+            with self._lock:
+                return self._retrying_map_full(commit)
+        except BaseException:
+            self._cancel_reservation(rid, size, name)
+            raise
+
+    def _retrying_map_full(self, body: Callable[[], bool]) -> bool:
+        """Run ``body`` (one write transaction); when the LMDB map is full,
+        evict some checkpoints to free index pages and try again."""
+        for _ in range(_MAP_FULL_RETRIES):
+            try:
+                return body()
+            except lmdb.MapFullError:
+                self._make_index_room()
+        raise CapacityError(f"the index is full (index_bytes={self.index_bytes}) and eviction "
+                            f"did not free enough of it")
+
+    def _cancel_reservation(self, rid: str, size: int, name: str | None = None) -> None:
+        """Undo a reservation whose write failed, deleting a file already written."""
+        with self._lock, self._write() as txn:
+            if name is not None:
                 self._files.delete(name)
-                raise CapacityError(f"the index is full (index_bytes={self.index_bytes})")
-        if not inserted:
-            self._files.delete(name)
-        return inserted
+            if rid in self._index.reservations(txn):
+                self._index.delete_reservation(txn, rid)
+                self._manager.set_reserved(max(0, self._manager.reserved_bytes - size))
 
     def _evict_into(self, txn: lmdb.Transaction, nbytes: int) -> list[EntryRecord]:
         """Reserve ``nbytes`` in the manager, deleting victims from the index in ``txn``."""
@@ -640,7 +662,18 @@ class CheckpointStore:
             manager.release(min(held["size"], manager.reserved_bytes))
         # On failure the manager has removed some victims in memory only: the
         # transaction aborts, the index keeps them, and the resync restores them.
-        evicted = manager.evict_for(nbytes, self._clock())
+        now = self._clock()
+        evicted = manager.evict_for(nbytes, now)
+        # Keep the index's pages well below its map: LMDB needs free pages even
+        # to delete, so a completely full map could not be repaired. Two victims
+        # per new entry shrink it steadily; evicting until the page count drops
+        # would purge far more, as LMDB merges half-empty pages only lazily.
+        if self._index.crowded(txn):
+            for _ in range(2):
+                key = manager.policy.victim(now)
+                if key is None or key not in manager or not manager.is_eligible(key):
+                    break
+                evicted.append(manager.remove(key))
         records = []
         for entry in evicted:
             record = self._index.delete_entry(txn, entry.key)
@@ -655,16 +688,23 @@ class CheckpointStore:
         return records
 
     def _make_index_room(self) -> None:
+        """Evict about 1/16 of the checkpoints (at least one) to free index pages."""
         with self._write() as txn:
-            key = self._manager.policy.victim(self._clock())
-            if key is None or key not in self._manager:
+            now = self._clock()
+            records = []
+            for _ in range(max(1, len(self._manager) // 16)):
+                key = self._manager.policy.victim(now)
+                if key is None or key not in self._manager or not self._manager.is_eligible(key):
+                    break
+                self._manager.remove(key)
+                record = self._index.delete_entry(txn, key)
+                if record is not None:
+                    records.append(record)
+            if not records:
                 raise CapacityError(f"the index is full (index_bytes={self.index_bytes}) "
                                     f"and nothing can be evicted")
-            entry = self._manager.remove(key)
-            record = self._index.delete_entry(txn, entry.key)
-            self._count("evictions")
-            if record is not None:
-                self._delete_files([record])
+            self._count("evictions", len(records))
+            self._delete_files(records)
 
     def _delete_files(self, records: list[EntryRecord]) -> None:
         for record in records:
@@ -836,6 +876,13 @@ class _ReadOnlyFiles(DiskFiles):
         self.data_dir = os.path.join(root, "data")
         self.tmp_dir = os.path.join(root, "tmp")
         self.quarantine_dir = os.path.join(root, "quarantine")
+
+
+def _check_capacity(capacity: int, index_bytes: int) -> None:
+    if capacity - index_bytes < _MIN_PAYLOAD_BYTES:
+        raise ValueError(
+            f"capacity_bytes={capacity} is too small: the index takes index_bytes={index_bytes}; "
+            f"use at least {index_bytes + _MIN_PAYLOAD_BYTES}")
 
 
 def _write_json_atomically(path: str, value: Any) -> None:

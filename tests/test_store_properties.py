@@ -21,8 +21,8 @@ from kvstore.errors import PinQuotaError
 from kvstore.keys import Namespace, PrefixKeys
 
 B = 4
-INDEX_BYTES = 256 << 10
-CAPACITY = 2 * INDEX_BYTES  # a 256 KiB payload budget: eviction happens all the time
+INDEX_BYTES = 1 << 20
+CAPACITY = INDEX_BYTES + (256 << 10)  # a 256 KiB payload budget: eviction all the time
 NS = "prop-model"
 
 # prompts drawn from a small tree of shared prefixes, so that matches are common

@@ -1,17 +1,21 @@
 """Pure, swappable eviction policies for kvstore.
 
 >>> from policies import available, get
->>> sorted(available())[:2]
-['ds4-density', 'lru']
+>>> "prefix-chain" in available() and get("lru").name == "lru"
+True
 """
 
 from .base import ChainView, EntryView, Policy, ScoredPolicy
+from .belady import BeladyPolicy
 from .ds4_density import Ds4DensityPolicy
 from .lru import LRUPolicy
-from .registry import ENTRY_POINT_GROUP, available, get, resolve
+from .prefix_chain import PrefixChainPolicy
+from .registry import ENTRY_POINT_GROUP, available, get, online, resolve
+from .simple import FIFOPolicy, GDSFPolicy, LFUPolicy, RandomPolicy
 
 __all__ = [
     "ChainView", "EntryView", "Policy", "ScoredPolicy",
-    "LRUPolicy", "Ds4DensityPolicy",
-    "available", "get", "resolve", "ENTRY_POINT_GROUP",
+    "PrefixChainPolicy", "LRUPolicy", "FIFOPolicy", "LFUPolicy", "GDSFPolicy", "Ds4DensityPolicy",
+    "RandomPolicy", "BeladyPolicy",
+    "available", "get", "online", "resolve", "ENTRY_POINT_GROUP",
 ]

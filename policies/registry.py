@@ -18,14 +18,26 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from .base import Policy
+from .belady import BeladyPolicy
 from .ds4_density import Ds4DensityPolicy
 from .lru import LRUPolicy
+from .prefix_chain import PrefixChainPolicy
+from .simple import FIFOPolicy, GDSFPolicy, LFUPolicy, RandomPolicy
 
-__all__ = ["available", "get", "resolve", "BUILTIN", "ENTRY_POINT_GROUP"]
+__all__ = ["available", "get", "resolve", "online", "BUILTIN", "ENTRY_POINT_GROUP"]
 
 ENTRY_POINT_GROUP = "kvstore.policies"
 
-BUILTIN: dict[str, type[Policy]] = {cls.name: cls for cls in (LRUPolicy, Ds4DensityPolicy)}
+BUILTIN: dict[str, type[Policy]] = {
+    cls.name: cls
+    for cls in (PrefixChainPolicy, LRUPolicy, FIFOPolicy, LFUPolicy, GDSFPolicy, Ds4DensityPolicy,
+                RandomPolicy, BeladyPolicy)
+}
+
+
+def online() -> list[str]:
+    """Names of the built-in policies an engine can run (all but offline references)."""
+    return [name for name, cls in BUILTIN.items() if not cls.offline]
 
 
 def _entry_point_classes() -> dict[str, Any]:

@@ -1,0 +1,93 @@
+"""``belady``: the offline optimum reference. NOT a policy an engine can run.
+
+Evicts the checkpoint whose next use lies furthest in the future (never used
+again first). It needs the future, given as ``next_use(key, now) -> time or
+inf``; the simulator builds that from the trace. With ``size_aware=True`` it
+evicts the largest ``(next_use - now) * size`` instead, which frees bytes
+that are needed least soon (a better reference when sizes differ a lot).
+
+>>> BeladyPolicy(next_use=lambda key, now: float("inf")).offline
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from sortedcontainers import SortedList
+
+from .base import Policy
+
+__all__ = ["BeladyPolicy"]
+
+
+class BeladyPolicy(Policy):
+    """Furthest next use first (offline; needs ``next_use``).
+
+    :param next_use: ``next_use(key, now)``: time of the next request after
+        ``now`` that would use ``key``, or ``math.inf``.
+    :param size_aware: rank by ``(next_use - now) * size`` instead.
+    """
+
+    name = "belady"
+    description = "OFFLINE reference: evicts the checkpoint needed furthest in the future (simulator only)"
+    offline = True
+
+    def __init__(self, *, next_use: Callable[[str, float], float] | None = None,
+                 size_aware: bool = False) -> None:
+        if next_use is None:
+            raise ValueError("belady needs next_use(key, now): it is an offline reference "
+                             "that only the simulator can drive")
+        self.next_use = next_use
+        self.size_aware = bool(size_aware)
+        self._when: dict[str, float] = {}
+        self._order = SortedList()  # (next use, key) of eligible keys
+
+    def _refresh(self, key: str, now: float) -> None:
+        eligible = self._unlist(key)
+        self._when[key] = self.next_use(key, now)
+        if eligible:
+            self._order.add((self._when[key], key))
+
+    def _unlist(self, key: str) -> bool:
+        item = (self._when.get(key), key)
+        if key in self._when and item in self._order:
+            self._order.remove(item)
+            return True
+        return False
+
+    def on_insert(self, key: str, now: float) -> None:
+        self._when[key] = self.next_use(key, now)
+
+    def on_hit(self, key: str, now: float) -> None:
+        self._refresh(key, now)
+
+    def on_prefix_hit(self, key: str, now: float) -> None:
+        self._refresh(key, now)
+
+    def on_eligible(self, key: str, eligible: bool) -> None:
+        self._unlist(key)
+        if eligible:
+            self._order.add((self._when[key], key))
+
+    def on_remove(self, key: str) -> None:
+        self._unlist(key)
+        self._when.pop(key, None)
+
+    def victim(self, now: float) -> str | None:
+        # next uses that have passed (the key was used through a longer match,
+        # or not at all) are stale: look them up again
+        while self._order and self._order[0][0] <= now:
+            _, key = self._order.pop(0)
+            self._when[key] = self.next_use(key, now)
+            self._order.add((self._when[key], key))
+            if self._when[key] <= now:
+                break
+        if not self._order:
+            return None
+        if not self.size_aware:
+            return self._order[-1][1]
+        return max(self._order, key=lambda item: (
+            (math.inf if item[0] == math.inf else (item[0] - now) * self.view.entry(item[1]).size),
+            self.view.entry(item[1]).size))[1]

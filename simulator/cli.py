@@ -1,0 +1,313 @@
+"""kvsim: replay LLM agent traces through kvstore's eviction policies.
+
+Typical session:
+
+    kvsim generate openclaw --sessions 40 -o my.jsonl      # a workload
+    kvsim sweep traces/openclaw-strip-history.jsonl --capacities 5%,10%,25%,50% \\
+          --policies all --plot sweep.png                    # which policy wins
+    kvsim simulate my.jsonl --capacity 64GiB --policy prefix-chain --requests per-request.jsonl
+    kvsim scenarios                                          # the OpenClaw report, call by call
+
+Capacities are bytes (4096, 64MiB, 256GiB) or a percentage of the trace's
+working set (every distinct checkpoint it would write, at the profile's sizes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from policies.registry import BUILTIN, available
+
+from .costmodel import PROFILES, get_profile, load_profiles
+from .sweep import RunSpec, parse_policies, resolve_capacity, run, sweep, trace_working_set
+from .trace import TraceError, load_trace, write_trace
+
+__all__ = ["main"]
+
+METRICS_HELP = ("Metrics: requests, prompt_tokens, loaded_tokens, prefill_tokens, reprefill_seconds, "
+                "token_hit_rate, ttft_p50, ttft_p99, full_misses, bytes_written, evictions, "
+                "blend_potential_tokens (tokens seen earlier at another position, which a CacheBlend-style "
+                "engine could reuse).")
+
+
+def _progress_runner(total: int, description: str):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+
+    progress = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), TimeRemainingColumn(), transient=True,
+                        disable=not sys.stderr.isatty(), console=None)
+    return progress, progress.add_task(description, total=total)
+
+
+def _add_replay_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("trace", help="a trace file (JSON Lines, format v1; see README)")
+    p.add_argument("--profile", default="ds4", help=f"cost profile: {', '.join(PROFILES)} or one from --profiles-file")
+    p.add_argument("--profiles-file", help="TOML file with [profiles.NAME] tables")
+    p.add_argument("--layout", choices=["snapshot", "chained"], default="snapshot",
+                   help="snapshot: each checkpoint holds the whole state; chained: one block each")
+    p.add_argument("--block-tokens", type=int, default=4096, help="checkpoint every N tokens (default 4096)")
+    p.add_argument("--no-tail", action="store_true", help="do not write a checkpoint at the exact end of a prompt")
+    p.add_argument("--json", action="store_true", help="print a JSON list of results instead of a table")
+
+
+def _working_set(args) -> int:
+    extra = load_profiles(args.profiles_file) if args.profiles_file else None
+    return trace_working_set(args.trace, get_profile(args.profile, extra), layout=args.layout,
+                             block_tokens=args.block_tokens, write_tail=not args.no_tail)
+
+
+def _spec(args, policy: str, capacity: str, working_set: int | None) -> RunSpec:
+    return RunSpec(trace=args.trace, policy=policy, capacity_bytes=resolve_capacity(capacity, working_set),
+                   capacity_label=capacity, profile=args.profile, layout=args.layout,
+                   block_tokens=args.block_tokens, write_tail=not args.no_tail, profiles_file=args.profiles_file)
+
+
+def _public(result: dict) -> dict:
+    return {k: v for k, v in result.items() if k != "capacity"}
+
+
+def cmd_simulate(args) -> int:
+    working_set = _working_set(args) if args.capacity.strip().endswith("%") else None
+    spec = _spec(args, args.policy, args.capacity, working_set)
+    total = sum(1 for _ in load_trace(args.trace))
+    sink = open(args.requests, "w", encoding="utf-8") if args.requests else None
+
+    def on_request(r):
+        sink.write(json.dumps({"session": r.session, "t": r.t, "prompt_tokens": r.prompt_tokens,
+                               "loaded_tokens": r.loaded_tokens, "prefill_tokens": r.prefill_tokens,
+                               "ttft": round(r.ttft, 4), "tier": r.tier}) + "\n")
+
+    progress, task = _progress_runner(total, f"replaying {args.policy}")
+    try:
+        with progress:
+            result = run(spec, on_request=on_request if sink else None,
+                         progress=lambda n: progress.update(task, completed=n))
+    finally:
+        if sink:
+            sink.close()
+    if args.json:
+        print(json.dumps([_public(result)], indent=2))
+    else:
+        from .report import print_table
+        print_table([result], title=f"{args.trace} — profile {args.profile}")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    policies = parse_policies(args.policies)
+    capacities = [c.strip() for c in args.capacities.split(",") if c.strip()]
+    if not capacities:
+        raise ValueError("--capacities needs at least one size or percentage")
+    working_set = _working_set(args) if any(c.endswith("%") for c in capacities) else None
+    specs = [_spec(args, p, c, working_set) for c in capacities for p in policies]
+    progress, task = _progress_runner(len(specs), "sweeping")
+    with progress:
+        results = sweep(specs, jobs=args.jobs, on_done=lambda _: progress.advance(task))
+    if args.json:
+        print(json.dumps([_public(r) for r in results], indent=2))
+    else:
+        from .report import print_table
+        print_table(results, title=f"{args.trace} — profile {args.profile}, working set "
+                    f"{working_set / 2**30:.1f} GiB" if working_set else args.trace)
+    if args.plot:
+        from .report import plot_sweep
+        plot_sweep(results, args.plot, title=f"{args.trace.rsplit('/', 1)[-1]} ({args.profile})")
+        print(f"plot written to {args.plot}", file=sys.stderr)
+    return 0
+
+
+def cmd_generate(args) -> int:
+    command = "kvsim " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("kvsim") else None
+    if args.workload == "openclaw":
+        from .generators.openclaw import OpenClawConfig, generate
+
+        cfg = OpenClawConfig(sessions=args.sessions, turns=(args.min_turns, args.max_turns), client=args.client,
+                             tool_calls=(0, args.max_tool_calls), retrieval_rate=args.retrieval_rate,
+                             splice_rate=args.splice_rate, compact_at=args.compact_at,
+                             session_gap_s=args.session_gap, think_time_s=args.think_time, seed=args.seed)
+        requests = generate(cfg)
+    else:
+        from .generators.ds4 import Ds4Config, generate as generate_ds4
+
+        requests = generate_ds4(Ds4Config(stale_sessions=args.stale_sessions, turns=args.turns, seed=args.seed))
+    provenance = {"generator": args.workload, "seed": args.seed}
+    if command:
+        provenance["command"] = command
+    count = write_trace(args.output, requests, **provenance)
+    print(f"wrote {count} requests to {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_import(args) -> int:
+    from .interop import import_mooncake
+
+    with open(args.file, encoding="utf-8") as fh:
+        count = write_trace(args.output, import_mooncake(fh, block_size=args.block_size),
+                            generator="mooncake-import", source=args.file, block_size=args.block_size)
+    print(f"wrote {count} requests to {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .interop import export_libcachesim
+    from .replay import ReplayConfig
+
+    extra = load_profiles(args.profiles_file) if args.profiles_file else None
+    config = ReplayConfig(capacity_bytes=1, policy="lru", profile=get_profile(args.profile, extra),
+                          layout=args.layout, block_tokens=args.block_tokens, write_tail=not args.no_tail)
+    with open(args.output, "w", encoding="utf-8", newline="") as sink:
+        rows = export_libcachesim(load_trace(args.trace), sink, config)
+    print(f"wrote {rows} object requests to {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_profiles(args) -> int:
+    table = dict(PROFILES)
+    if args.file:
+        table.update(load_profiles(args.file))
+    if args.json:
+        print(json.dumps({n: p.as_dict() for n, p in table.items()}, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table("profile", "prefill tok/s (0 ctx)", "halves at", "decode tok/s", "disk MiB/s", "KV B/token",
+              "fixed MiB", "description")
+    for p in table.values():
+        t.add_row(p.name, f"{p.prefill_tps:g}", f"{p.context_halving:,.0f}", f"{p.decode_tps:g}",
+                  f"{p.disk_read_bps / 2**20:,.0f}", f"{p.kv_bytes_per_token:,.0f}",
+                  f"{p.fixed_bytes / 2**20:g}", p.description)
+    Console().print(t)
+    return 0
+
+
+def cmd_policies(args) -> int:
+    names = available()
+    if args.json:
+        print(json.dumps(names, indent=2))
+        return 0
+    for name, description in names.items():
+        cls = BUILTIN.get(name)
+        print(f"{name:14} {description}{'  [offline]' if cls is not None and cls.offline else ''}")
+    return 0
+
+
+def cmd_scenarios(args) -> int:
+    from .scenarios import run_scenarios
+
+    results = run_scenarios(args.profile)
+    if args.json:
+        print(json.dumps([{k: v for k, v in r.items() if k != "expected"} for r in results], indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table("#", "scenario", "calls (outcome, TTFT s)", "report says")
+    for r in results:
+        calls = "  ".join(f"{c['outcome']} {c['ttft']:.1f}" for c in r["calls"])
+        t.add_row(str(r["scenario"]), r["name"], calls, r["expected"])
+    Console().print(t)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kvsim", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("simulate", help="replay a trace with one policy at one capacity",
+                       description="Replay TRACE through the store's eviction manager. " + METRICS_HELP)
+    _add_replay_options(p)
+    p.add_argument("--capacity", required=True, help="bytes (64GiB) or share of the working set (10%%)")
+    p.add_argument("--policy", default="prefix-chain", help="a name from 'kvsim policies'")
+    p.add_argument("--requests", metavar="FILE.jsonl", help="also write one line per request")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("sweep", help="replay a trace for every policy x capacity",
+                       description="Replay TRACE for each policy at each capacity, print a table (best online "
+                                   "policy per capacity in bold) and optionally plot re-prefill time vs "
+                                   "capacity. " + METRICS_HELP)
+    _add_replay_options(p)
+    p.add_argument("--capacities", default="5%,10%,25%,50%", help="comma-separated sizes or percentages")
+    p.add_argument("--policies", default="all", help="'all' (online policies + belady) or a comma list")
+    p.add_argument("--jobs", type=int, default=1, help="replays to run in parallel processes")
+    p.add_argument("--plot", metavar="FILE.png", help="write a plot of re-prefill time vs capacity")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("generate", help="write a synthetic trace",
+                       description="Generate a seeded, reproducible workload as a trace file.")
+    gen = p.add_subparsers(dest="workload", required=True)
+    g = gen.add_parser("openclaw", help="multi-session agent workload shaped like the OpenClaw reports",
+                       description="Interleaved agent sessions: shared 12-16k system prompt, growing message "
+                                   "tapes, tool calls extending the prompt, retrieval in the user message or "
+                                   "spliced into the system message, metadata handling by client version, "
+                                   "auto-compaction, think times.")
+    g.add_argument("-o", "--output", required=True)
+    g.add_argument("--sessions", type=int, default=20)
+    g.add_argument("--min-turns", type=int, default=4)
+    g.add_argument("--max-turns", type=int, default=12)
+    g.add_argument("--client", choices=["strip-history", "tail-carrier", "append-only"], default="strip-history",
+                   help="strip-history: metadata on the active user message, stripped in history (diverge at "
+                        "the previous user message); tail-carrier: metadata in a runtime-context message at "
+                        "the tail; append-only: a well-behaved client")
+    g.add_argument("--max-tool-calls", type=int, default=5, help="tool calls per turn drawn from 0..N")
+    g.add_argument("--retrieval-rate", type=float, default=0.3, help="share of turns with retrieved text")
+    g.add_argument("--splice-rate", type=float, default=0.05,
+                   help="share of turns whose retrieval is spliced into the system message")
+    g.add_argument("--compact-at", type=int, default=40_000, help="history tokens that trigger compaction")
+    g.add_argument("--session-gap", type=float, default=600.0, help="mean seconds between session starts")
+    g.add_argument("--think-time", type=float, default=60.0, help="mean user think time between turns (s)")
+    g.add_argument("--seed", type=int, default=0)
+    g.set_defaults(func=cmd_generate)
+    g = gen.add_parser("ds4-issue-444", help="the DS4 #444 scenario: full store, tail rewritten each turn")
+    g.add_argument("-o", "--output", required=True)
+    g.add_argument("--stale-sessions", type=int, default=150)
+    g.add_argument("--turns", type=int, default=8)
+    g.add_argument("--seed", type=int, default=444)
+    g.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("import", help="convert a public trace to trace format v1")
+    imp = p.add_subparsers(dest="format", required=True)
+    m = imp.add_parser("mooncake", help="Mooncake/FAST'25 JSONL: timestamp, input_length, output_length, hash_ids")
+    m.add_argument("file")
+    m.add_argument("--block-size", type=int, default=512, help="tokens per hash id (default 512)")
+    m.add_argument("-o", "--output", required=True)
+    m.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("export", help="export a trace for another simulator")
+    exp = p.add_subparsers(dest="format", required=True)
+    e = exp.add_parser("libcachesim", help="CSV time,key,size: one object request per checkpoint lookup")
+    _add_replay_options(e)
+    e.add_argument("-o", "--output", required=True)
+    e.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("profiles", help="list cost profiles")
+    p.add_argument("--file", help="also list the profiles of this TOML file")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_profiles)
+
+    p = sub.add_parser("policies", help="list eviction policies")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_policies)
+
+    p = sub.add_parser("scenarios", help="replay the eight scenarios of the OpenClaw turn report")
+    p.add_argument("--profile", default="qwen7b-laptop")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_scenarios)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (TraceError, ValueError, OSError) as exc:
+        print(f"kvsim: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Workload generators that write trace format v1."""

@@ -1,0 +1,277 @@
+"""Replay a trace through the store's own eviction manager and a policy.
+
+The backend only counts bytes: a checkpoint's size comes from the cost model,
+and nothing is written. Everything else — keys (``kvstore.keys``), longest
+prefix lookup with tails, eviction, pins, the policy objects — is the code the
+store runs in an engine.
+
+Per request, in arrival order, the simulated engine:
+
+1. looks up the longest stored prefix (a hit on it, prefix hits on its
+   stored ancestors) and loads it: ``load_seconds(bytes)``;
+2. prefills the rest: ``prefill_seconds(loaded, prompt)``; TTFT is the sum;
+3. writes a checkpoint at every aligned length past what it loaded, and (with
+   ``write_tail``) one at the exact end of the prompt, asking the policy to
+   admit each and evicting to make room.
+
+Requests tagged ``{"warmup": true}`` fill the store but are left out of the
+metrics. Runtime complexity: O(prompt tokens) hashing and O(blocks) index
+probes per request, O(log n) per eviction for the built-in policies.
+
+>>> from simulator.trace import Request
+>>> from simulator.costmodel import PROFILES
+>>> reqs = [Request("s", 0.0, (("sys", 9000),)), Request("s", 1.0, (("sys", 9000), ("u", 100)))]
+>>> m = replay(reqs, ReplayConfig(capacity_bytes=10**12, policy="lru", profile=PROFILES["ds4"]))
+>>> m.loaded_tokens, m.prefill_tokens
+(9000, 9100)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from kvstore.errors import CapacityError
+from kvstore.eviction import Entry, EvictionManager
+from kvstore.keys import Namespace, PrefixKeys
+from policies.base import Policy
+from policies.registry import resolve
+
+from .costmodel import Profile
+from .tokens import TokenMaterializer
+from .trace import Request
+
+__all__ = ["ReplayConfig", "Metrics", "RequestResult", "replay", "METRIC_KEYS"]
+
+METRIC_KEYS = (
+    "requests", "prompt_tokens", "loaded_tokens", "prefill_tokens", "reprefill_seconds",
+    "token_hit_rate", "ttft_p50", "ttft_p99", "full_misses", "bytes_written", "evictions",
+    "blend_potential_tokens",
+)
+
+
+@dataclass
+class ReplayConfig:
+    """How to replay: budget, policy, cost profile, layout, checkpoint grid."""
+
+    capacity_bytes: int
+    policy: str | Policy
+    profile: Profile
+    layout: str = "snapshot"
+    block_tokens: int = 4096
+    write_tail: bool = True
+    namespace: str = "kvsim"
+    policy_options: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.capacity_bytes, bool) or not isinstance(self.capacity_bytes, int) \
+                or self.capacity_bytes <= 0:
+            raise ValueError(f"capacity_bytes must be an int > 0, got {self.capacity_bytes!r}")
+        if self.layout not in ("snapshot", "chained"):
+            raise ValueError(f"layout must be 'snapshot' or 'chained', got {self.layout!r}")
+
+    def entry_bytes(self, tokens: int, anchor: int) -> int:
+        """Bytes of the checkpoint ``[0, tokens)`` (snapshot) or of its block
+        ``[anchor, tokens)`` (chained)."""
+        if self.layout == "snapshot":
+            return self.profile.checkpoint_bytes(tokens)
+        return self.profile.block_bytes(tokens - anchor)
+
+
+@dataclass
+class RequestResult:
+    """What one request cost."""
+
+    session: str
+    t: float
+    prompt_tokens: int
+    loaded_tokens: int
+    prefill_tokens: int
+    ttft: float
+    tier: str | None
+
+
+@dataclass
+class Metrics:
+    """Totals of a replay (warm-up requests excluded)."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    loaded_tokens: int = 0
+    prefill_tokens: int = 0
+    reprefill_seconds: float = 0.0
+    token_hit_rate: float = 0.0
+    ttft_p50: float = 0.0
+    ttft_p99: float = 0.0
+    full_misses: int = 0
+    bytes_written: int = 0
+    evictions: int = 0
+    blend_potential_tokens: int = 0
+    ttfts: list[float] = field(default_factory=list, repr=False)
+
+    def finish(self) -> "Metrics":
+        self.token_hit_rate = self.loaded_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
+        if self.ttfts:
+            arr = np.asarray(self.ttfts)
+            self.ttft_p50 = float(np.percentile(arr, 50))
+            self.ttft_p99 = float(np.percentile(arr, 99))
+        return self
+
+    def as_dict(self) -> dict:
+        doc = asdict(self)
+        doc.pop("ttfts")
+        return doc
+
+
+class _BlendTracker:
+    """Counts tokens a CacheBlend-style engine could reuse although they are
+    not part of the matched prefix: content seen before at another position."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[int, set[int]]] = {}  # content -> (most tokens seen, positions)
+
+    def count(self, spans: tuple[tuple[str, int], ...], loaded: int) -> int:
+        reusable = 0
+        position = 0
+        for content, n in spans:
+            seen = self._seen.get(content)
+            end = position + n
+            if seen is not None and end > loaded and position not in seen[1]:
+                reusable += min(n, seen[0], end - max(position, loaded))
+            if seen is None:
+                self._seen[content] = (n, {position})
+            else:
+                seen[1].add(position)
+                if n > seen[0]:
+                    self._seen[content] = (n, seen[1])
+            position = end
+        return reusable
+
+
+def replay(
+    requests: Iterable[Request],
+    config: ReplayConfig,
+    *,
+    on_request: Callable[[RequestResult], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+    next_use: Callable[[str, float], float] | None = None,
+) -> Metrics:
+    """Replay ``requests`` under ``config``; return the metrics.
+
+    ``on_request`` receives every (non-warm-up) request's result; ``progress``
+    is called with the number of requests done every 1,000 requests;
+    ``next_use`` is the oracle an offline policy (``belady``) needs.
+    """
+    options = dict(config.policy_options)
+    if isinstance(config.policy, str) and config.policy == "belady":
+        if next_use is None:
+            raise ValueError("policy 'belady' needs the future: use simulator.sweep.run(), "
+                             "which builds the oracle from the trace")
+        options["next_use"] = next_use
+    policy = resolve(config.policy, **options)
+    manager = EvictionManager(config.capacity_bytes, policy, layout=config.layout,
+                              block_tokens=config.block_tokens, pin_quota_bytes=0)
+    namespace = Namespace(config.namespace)
+    tokens_of = TokenMaterializer()
+    profile = config.profile
+    block = config.block_tokens
+    blend = _BlendTracker()
+    metrics = Metrics()
+    done = 0
+    for request in requests:
+        now = request.t
+        warmup = bool(request.tags.get("warmup"))
+        prefix = PrefixKeys(namespace, tokens_of.tokens(request.prompt), block)
+        total = len(prefix)
+        found = manager.longest_match(prefix)
+        loaded, load_s = 0, 0.0
+        if found is not None:
+            loaded, key = found
+            manager.record_hit(key, now)
+            if config.layout == "snapshot":
+                load_bytes = manager.get(key).size
+            else:
+                load_bytes = manager.get(key).size + sum(manager.get(a).size for a in manager.get(key).ancestors)
+            load_s = profile.load_seconds(load_bytes)
+        ttft = load_s + profile.prefill_seconds(loaded, total)
+        written = _write_checkpoints(manager, config, prefix, loaded, now)
+        if not warmup:
+            metrics.requests += 1
+            metrics.prompt_tokens += total
+            metrics.loaded_tokens += loaded
+            metrics.prefill_tokens += total - loaded
+            metrics.reprefill_seconds += profile.prefill_seconds(loaded, total)
+            metrics.full_misses += loaded == 0
+            metrics.bytes_written += written
+            metrics.ttfts.append(ttft)
+            metrics.blend_potential_tokens += blend.count(request.prompt, loaded)
+            if on_request is not None:
+                on_request(RequestResult(request.session, request.t, total, loaded, total - loaded,
+                                         ttft, "disk" if loaded else None))
+        else:
+            blend.count(request.prompt, loaded)
+        done += 1
+        if progress is not None and done % 1000 == 0:
+            progress(done)
+    metrics.evictions = manager.evictions
+    if progress is not None:
+        progress(done)
+    return metrics.finish()
+
+
+def _write_checkpoints(manager: EvictionManager, config: ReplayConfig, prefix: PrefixKeys,
+                       loaded: int, now: float) -> int:
+    """The engine writes checkpoints past what it loaded; returns bytes written."""
+    block = config.block_tokens
+    total = len(prefix)
+    lengths = list(range((loaded // block + 1) * block, total + 1, block))
+    if config.write_tail and total % block and total > loaded:
+        lengths.append(total)
+    written = 0
+    for n in lengths:
+        key = prefix.key(n)
+        if key in manager:
+            continue
+        is_tail = n % block != 0
+        anchor = prefix.anchor(n) if is_tail else n - block
+        if config.layout == "chained":
+            parent = prefix.parent_key(n)
+            if parent is not None and parent not in manager:
+                break  # a block whose ancestors are gone could never be loaded
+        entry = Entry(key, tokens=n, size=config.entry_bytes(n, anchor), parent=prefix.parent_key(n),
+                      ancestors=prefix.ancestor_keys(n), is_tail=is_tail,
+                      anchor=prefix.key(prefix.anchor(n)) if is_tail else None)
+        if not manager.admit(entry, now):
+            continue
+        try:
+            manager.evict_for(entry.size, now)
+        except CapacityError:
+            continue
+        manager.insert(entry, now)
+        written += entry.size
+    return written
+
+
+def working_set_bytes(requests: Iterable[Request], config: ReplayConfig) -> int:
+    """Bytes of every distinct checkpoint the trace would write with unlimited
+    space: the denominator of capacities given as a percentage."""
+    namespace = Namespace(config.namespace)
+    tokens_of = TokenMaterializer()
+    seen: set[bytes] = set()
+    total = 0
+    block = config.block_tokens
+    for request in requests:
+        prefix = PrefixKeys(namespace, tokens_of.tokens(request.prompt), block)
+        n_tokens = len(prefix)
+        lengths = list(range(block, n_tokens + 1, block))
+        if config.write_tail and n_tokens % block:
+            lengths.append(n_tokens)
+        for n in lengths:
+            key = bytes.fromhex(prefix.key(n))
+            if key not in seen:
+                seen.add(key)
+                anchor = prefix.anchor(n) if n % block else n - block
+                total += config.entry_bytes(n, anchor)
+    return total

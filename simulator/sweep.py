@@ -1,0 +1,120 @@
+"""Capacity x policy sweeps, in parallel processes, with sizes like ``10%`` or ``256GiB``.
+
+>>> parse_size("256GiB"), parse_size("1.5GB"), parse_size("4096")
+(274877906944, 1500000000, 4096)
+>>> resolve_capacity("10%", working_set=1000)
+100
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+
+from policies.registry import available, online
+
+from .costmodel import Profile, get_profile, load_profiles
+from .oracle import FutureOracle
+from .replay import ReplayConfig, replay, working_set_bytes
+from .trace import load_trace
+
+__all__ = ["parse_size", "resolve_capacity", "RunSpec", "run", "sweep", "parse_policies"]
+
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``4096``, ``64MiB``, ``1.5GB``, ``256GiB`` (case-insensitive)."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(text))
+    if not match or match.group(2).upper() not in _UNITS:
+        raise ValueError(f"not a size: {text!r} (use e.g. 4096, 64MiB, 1.5GB, 256GiB)")
+    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+
+
+def resolve_capacity(text: str, working_set: int | None) -> int:
+    """A capacity in bytes; ``N%`` is a share of the trace's working set."""
+    text = str(text).strip()
+    if text.endswith("%"):
+        if working_set is None:
+            raise ValueError("percentages need the trace's working set")
+        share = float(text[:-1])
+        if not 0 < share:
+            raise ValueError(f"capacity percentage must be > 0, got {text!r}")
+        return max(1, int(working_set * share / 100))
+    size = parse_size(text)
+    if size <= 0:
+        raise ValueError(f"capacity must be > 0, got {text!r}")
+    return size
+
+
+def parse_policies(text: str) -> list[str]:
+    """``all`` (every online policy, plus ``belady``), or a comma-separated list."""
+    if text.strip() == "all":
+        return online() + ["belady"]
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    known = available()
+    for name in names:
+        if name not in known:
+            raise ValueError(f"unknown policy {name!r}; available: {', '.join(known)}")
+    return names
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One replay of a sweep (plain data, so it can cross to a worker process)."""
+
+    trace: str
+    policy: str
+    capacity_bytes: int
+    capacity_label: str
+    profile: str
+    layout: str = "snapshot"
+    block_tokens: int = 4096
+    write_tail: bool = True
+    profiles_file: str | None = None
+
+
+def _profile(spec: RunSpec) -> Profile:
+    extra = load_profiles(spec.profiles_file) if spec.profiles_file else None
+    return get_profile(spec.profile, extra)
+
+
+def run(spec: RunSpec, *, on_request=None, progress=None) -> dict:
+    """Replay one spec; return the metrics as a dict with the run's labels."""
+    requests = load_trace(spec.trace)
+    config = ReplayConfig(capacity_bytes=spec.capacity_bytes, policy=spec.policy, profile=_profile(spec),
+                          layout=spec.layout, block_tokens=spec.block_tokens, write_tail=spec.write_tail)
+    oracle = FutureOracle(requests, spec.block_tokens).next_use if spec.policy == "belady" else None
+    metrics = replay(requests, config, on_request=on_request, progress=progress, next_use=oracle)
+    return {"policy": spec.policy, "capacity_bytes": spec.capacity_bytes, "capacity": spec.capacity_label,
+            "profile": spec.profile, **metrics.as_dict()}
+
+
+def trace_working_set(trace: str, profile: Profile, *, layout: str = "snapshot", block_tokens: int = 4096,
+                      write_tail: bool = True) -> int:
+    config = ReplayConfig(capacity_bytes=1, policy="lru", profile=profile, layout=layout,
+                          block_tokens=block_tokens, write_tail=write_tail)
+    return working_set_bytes(load_trace(trace), config)
+
+
+def sweep(specs: Sequence[RunSpec], *, jobs: int = 1, on_done: Callable[[dict], None] | None = None) -> list[dict]:
+    """Run every spec (``jobs`` at a time); results in the order of ``specs``."""
+    jobs = max(1, min(jobs, len(specs), os.cpu_count() or 1))
+    results: dict[int, dict] = {}
+    if jobs == 1:
+        for i, spec in enumerate(specs):
+            results[i] = run(spec)
+            if on_done:
+                on_done(results[i])
+    else:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            futures = {pool.submit(run, spec): i for i, spec in enumerate(specs)}
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+                if on_done:
+                    on_done(results[futures[future]])
+    return [results[i] for i in range(len(specs))]

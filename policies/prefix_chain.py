@@ -72,7 +72,8 @@ class PrefixChainPolicy(Policy):
                    "online-learned reuse per checkpoint class, GreedyDual aging")
 
     def __init__(self, *, prefix_weight: float = 0.5, learn_classes: bool = True,
-                 priority_weight: float = 1.0, admit_threshold: float = 0.0) -> None:
+                 priority_weight: float = 1.0, admit_threshold: float = 0.0, marginal: bool = True,
+                 class_floor: float = 0.5) -> None:
         if not 0.0 <= prefix_weight <= 1.0:
             raise ValueError(f"prefix_weight must be in [0, 1], got {prefix_weight!r}")
         if not 0.0 <= admit_threshold <= 1.0:
@@ -81,6 +82,8 @@ class PrefixChainPolicy(Policy):
         self.learn_classes = bool(learn_classes)
         self.priority_weight = float(priority_weight)
         self.admit_threshold = float(admit_threshold)
+        self.marginal = bool(marginal)
+        self.class_floor = float(class_floor)
         self.inflation = 0.0
         self._own: dict[str, int] = {}
         self._prefix: dict[str, int] = {}
@@ -102,7 +105,7 @@ class PrefixChainPolicy(Policy):
         if not self.learn_classes:
             return 1.0
         rates = {c: (self.class_hits[c] + 1) / (self.class_entries[c] + 1) for c in CLASSES}
-        return rates[cls] / max(rates.values())
+        return self.class_floor + (1 - self.class_floor) * rates[cls] / max(rates.values())
 
     def classify(self, key: str) -> str:
         entry = self.view.entry(key)
@@ -113,6 +116,8 @@ class PrefixChainPolicy(Policy):
 
     def marginal_tokens(self, key: str) -> int:
         entry = self.view.entry(key)
+        if not self.marginal:
+            return entry.tokens
         ancestor = self.view.nearest_stored_ancestor(key)
         return entry.tokens - (self.view.entry(ancestor).tokens if ancestor is not None else 0)
 

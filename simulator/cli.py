@@ -129,6 +129,18 @@ def cmd_generate(args) -> int:
                              splice_rate=args.splice_rate, compact_at=args.compact_at,
                              session_gap_s=args.session_gap, think_time_s=args.think_time, seed=args.seed)
         requests = generate(cfg)
+    elif args.workload == "conversation":
+        from .generators.conversation import ConversationConfig, generate_mooncake_lines
+
+        cfg = ConversationConfig(conversations=args.conversations, seed=args.seed)
+        with open(args.output, "w", encoding="utf-8") as sink:
+            count = 0
+            for doc in generate_mooncake_lines(cfg):
+                sink.write(json.dumps(doc) + "\n")
+                count += 1
+        print(f"wrote {count} Mooncake-format requests to {args.output}; "
+              f"replay them after: kvsim import mooncake {args.output} -o TRACE", file=sys.stderr)
+        return 0
     else:
         from .generators.ds4 import Ds4Config, generate as generate_ds4
 
@@ -267,6 +279,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stale-sessions", type=int, default=150)
     g.add_argument("--turns", type=int, default=8)
     g.add_argument("--seed", type=int, default=444)
+    g.set_defaults(func=cmd_generate)
+    g = gen.add_parser("conversation", help="multi-turn chat conversations in the Mooncake/FAST'25 format",
+                       description="Writes Mooncake JSONL (timestamp, input_length, output_length, hash_ids "
+                                   "of 512-token blocks), shaped like the public conversation trace; "
+                                   "convert it with 'kvsim import mooncake'.")
+    g.add_argument("-o", "--output", required=True)
+    g.add_argument("--conversations", type=int, default=400)
+    g.add_argument("--seed", type=int, default=0)
     g.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("import", help="convert a public trace to trace format v1")

@@ -28,6 +28,8 @@ probes per request, O(log n) per eviction for the built-in policies.
 
 from __future__ import annotations
 
+from array import array
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 
@@ -109,12 +111,12 @@ class Metrics:
     bytes_written: int = 0
     evictions: int = 0
     blend_potential_tokens: int = 0
-    ttfts: list[float] = field(default_factory=list, repr=False)
+    ttfts: array = field(default_factory=lambda: array("d"), repr=False)
 
     def finish(self) -> "Metrics":
         self.token_hit_rate = self.loaded_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
         if self.ttfts:
-            arr = np.asarray(self.ttfts)
+            arr = np.frombuffer(self.ttfts, dtype=np.float64)
             self.ttft_p50 = float(np.percentile(arr, 50))
             self.ttft_p99 = float(np.percentile(arr, 99))
         return self
@@ -127,10 +129,12 @@ class Metrics:
 
 class _BlendTracker:
     """Counts tokens a CacheBlend-style engine could reuse although they are
-    not part of the matched prefix: content seen before at another position."""
+    not part of the matched prefix: content seen before at another position.
+    Remembers the ``limit`` most recently seen contents (bounded memory)."""
 
-    def __init__(self) -> None:
-        self._seen: dict[str, tuple[int, set[int]]] = {}  # content -> (most tokens seen, positions)
+    def __init__(self, limit: int = 1_000_000) -> None:
+        self._seen: OrderedDict[str, tuple[int, set[int]]] = OrderedDict()  # content -> (most tokens, positions)
+        self._limit = limit
 
     def count(self, spans: tuple[tuple[str, int], ...], loaded: int) -> int:
         reusable = 0
@@ -142,7 +146,10 @@ class _BlendTracker:
                 reusable += min(n, seen[0], end - max(position, loaded))
             if seen is None:
                 self._seen[content] = (n, {position})
+                if len(self._seen) > self._limit:
+                    self._seen.popitem(last=False)
             else:
+                self._seen.move_to_end(content)
                 seen[1].add(position)
                 if n > seen[0]:
                     self._seen[content] = (n, seen[1])

@@ -19,7 +19,7 @@ from policies.registry import available, online
 from .costmodel import Profile, get_profile, load_profiles
 from .oracle import FutureOracle
 from .replay import ReplayConfig, replay, working_set_bytes
-from .trace import load_trace
+from .trace import load_trace, read_trace
 
 __all__ = ["parse_size", "resolve_capacity", "RunSpec", "run", "sweep", "parse_policies"]
 
@@ -85,10 +85,13 @@ def _profile(spec: RunSpec) -> Profile:
 
 def run(spec: RunSpec, *, on_request=None, progress=None) -> dict:
     """Replay one spec; return the metrics as a dict with the run's labels."""
-    requests = load_trace(spec.trace)
     config = ReplayConfig(capacity_bytes=spec.capacity_bytes, policy=spec.policy, profile=_profile(spec),
                           layout=spec.layout, block_tokens=spec.block_tokens, write_tail=spec.write_tail)
-    oracle = FutureOracle(requests, spec.block_tokens).next_use if spec.policy == "belady" else None
+    if spec.policy == "belady":  # the offline reference needs the whole future in memory
+        requests = load_trace(spec.trace)
+        oracle = FutureOracle(requests, spec.block_tokens).next_use
+    else:  # stream: memory stays bounded however long the trace
+        requests, oracle = read_trace(spec.trace), None
     metrics = replay(requests, config, on_request=on_request, progress=progress, next_use=oracle)
     return {"policy": spec.policy, "capacity_bytes": spec.capacity_bytes, "capacity": spec.capacity_label,
             "profile": spec.profile, **metrics.as_dict()}
@@ -98,7 +101,7 @@ def trace_working_set(trace: str, profile: Profile, *, layout: str = "snapshot",
                       write_tail: bool = True) -> int:
     config = ReplayConfig(capacity_bytes=1, policy="lru", profile=profile, layout=layout,
                           block_tokens=block_tokens, write_tail=write_tail)
-    return working_set_bytes(load_trace(trace), config)
+    return working_set_bytes(read_trace(trace), config)
 
 
 def sweep(specs: Sequence[RunSpec], *, jobs: int = 1, on_done: Callable[[dict], None] | None = None) -> list[dict]:

@@ -1,0 +1,174 @@
+"""Every built-in policy: its ordering on small hand-built chains, and the
+contract under any sequence of events (hypothesis)."""
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import policies
+from kvstore.errors import CapacityError, PinQuotaError
+from kvstore.eviction import Entry, EvictionManager
+from policies import (BeladyPolicy, FIFOPolicy, GDSFPolicy, LFUPolicy, PrefixChainPolicy, RandomPolicy)
+
+
+def entry(key, tokens, size, parent=None, ancestors=(), tail=False, priority=0):
+    return Entry(key, tokens=tokens, size=size, parent=parent, ancestors=ancestors, is_tail=tail,
+                 anchor=parent if tail else None, priority=priority)
+
+
+def put(m, e, now):
+    m.evict_for(e.size, now)
+    m.insert(e, now)
+
+
+def test_fifo_ignores_hits():
+    m = EvictionManager(30, FIFOPolicy(), block_tokens=1)
+    for i, k in enumerate("abc"):
+        put(m, entry(k, 1, 10), i)
+    m.record_hit("a", 5)
+    assert [v.key for v in m.evict_for(10, 6)] == ["a"]
+
+
+def test_lfu_counts_hits_then_recency():
+    m = EvictionManager(30, LFUPolicy(), block_tokens=1)
+    for i, k in enumerate("abc"):
+        put(m, entry(k, 1, 10), i)
+    m.record_hit("a", 5)
+    m.record_hit("b", 6)
+    m.record_hit("a", 7)
+    assert [v.key for v in m.evict_for(10, 8)] == ["c"]
+    m.release(10)
+    assert [v.key for v in m.evict_for(20, 9)] == ["b"]
+
+
+def test_gdsf_ages_entries_that_are_not_hit():
+    p = GDSFPolicy()
+    m = EvictionManager(30, p, block_tokens=1)
+    put(m, entry("dense", 100, 10), 0)
+    put(m, entry("sparse", 10, 10), 1)
+    put(m, entry("mid", 50, 10), 2)
+    assert [v.key for v in m.evict_for(10, 3)] == ["sparse"]
+    assert p.inflation == pytest.approx(1.0)
+    put(m, entry("new", 10, 10), 4)  # H = 1 + 1 = 2 < mid (5): new goes before mid
+    assert [v.key for v in m.evict_for(10, 5)] == ["new"]
+
+
+def test_random_is_seeded_and_uses_only_eligible_keys():
+    picks = []
+    for _ in range(2):
+        m = EvictionManager(100, RandomPolicy(seed=3), block_tokens=1)
+        for i in range(10):
+            put(m, entry(f"k{i}", 1, 10), i)
+        m.pin("k0")
+        picks.append([v.key for v in m.evict_for(60, 20)])
+    assert picks[0] == picks[1] and "k0" not in picks[0]
+
+
+def test_belady_evicts_what_is_needed_furthest_away():
+    future = {"a": 10.0, "b": 50.0, "c": math.inf}
+    m = EvictionManager(30, BeladyPolicy(next_use=lambda k, now: future.get(k, math.inf)), block_tokens=1)
+    for i, k in enumerate("abc"):
+        put(m, entry(k, 1, 10), i)
+    assert [v.key for v in m.evict_for(20, 5)] == ["c", "b"]
+    with pytest.raises(ValueError, match="offline reference"):
+        BeladyPolicy()
+
+
+def test_prefix_chain_values_marginal_tokens_from_the_nearest_stored_ancestor():
+    p = PrefixChainPolicy(learn_classes=False)
+    m = EvictionManager(10_000, p, block_tokens=100)
+    put(m, entry("a", 100, 100), 0)
+    put(m, entry("b", 200, 150, parent="a", ancestors=("a",)), 0)
+    assert p.marginal_tokens("b") == 100
+    m.remove("a")
+    p.victim(0)  # applies pending rescoring
+    assert p.marginal_tokens("b") == 200
+
+
+def test_prefix_chain_protects_a_shared_short_prefix_hit_through_its_chain():
+    p = PrefixChainPolicy()
+    m = EvictionManager(1_000, p, block_tokens=100)
+    put(m, entry("sys", 100, 200), 0)
+    for s in range(3):  # three sessions branch off the system prompt, each hit once through it
+        put(m, entry(f"s{s}", 200, 250, parent="sys", ancestors=("sys",)), s + 1)
+        m.record_hit(f"s{s}", s + 1.5)
+    assert p.classify("sys") == "branch"
+    victims = [v.key for v in m.evict_for(500, 10)]
+    assert "sys" not in victims and len(victims) == 2
+
+
+def test_prefix_chain_learns_which_class_is_reused():
+    p = PrefixChainPolicy()
+    m = EvictionManager(10_000, p, block_tokens=100)
+    for s in range(5):  # tails get hit, leaves do not
+        put(m, entry(f"l{s}", 100, 10), s)
+        put(m, entry(f"t{s}", 150, 10, parent=f"l{s}", ancestors=(f"l{s}",), tail=True), s)
+        m.record_hit(f"t{s}", s + 0.5)
+    assert p.reuse("tail") == 1.0 and p.reuse("leaf") < p.reuse("tail")
+
+
+def test_priority_ranks_what_the_engine_writes():
+    p = PrefixChainPolicy()
+    m = EvictionManager(30, p, block_tokens=1)
+    put(m, entry("low", 1, 10, priority=0), 0)
+    put(m, entry("high", 1, 10, priority=5), 0)
+    put(m, entry("mid", 1, 10, priority=1), 0)
+    assert [v.key for v in m.evict_for(20, 1)] == ["low", "mid"]
+
+
+def test_every_policy_is_listed_with_a_description():
+    names = policies.available()
+    assert set(policies.registry.BUILTIN) <= set(names)
+    assert all(len(d) > 10 for d in names.values())
+    assert "belady" not in policies.online()
+
+
+def make(name):
+    if name == "belady":
+        return BeladyPolicy(next_use=lambda key, now: now + (hash(key) % 97) + 1)
+    return policies.get(name)
+
+
+events = st.lists(st.tuples(st.sampled_from(["put", "put", "tail", "hit", "pin", "unpin", "remove"]),
+                            st.integers(0, 9), st.integers(1, 30)), max_size=50)
+
+
+@pytest.mark.parametrize("layout", ["snapshot", "chained"])
+@pytest.mark.parametrize("name", sorted(policies.registry.BUILTIN))
+@given(events=events)
+def test_policy_contract_under_any_event_sequence(name, layout, events):
+    """Only eligible keys are named, requested bytes are freed whenever
+    possible, pins are honoured, leaves go first in the chained layout."""
+    m = EvictionManager(100, make(name), layout=layout, block_tokens=1, pin_quota_bytes=40)
+    for t, (op, i, size) in enumerate(events):
+        key, parent = f"n{i}", (f"n{i - 1}" if i else None)
+        if op in ("put", "tail") and key not in m and f"t{i}" not in m:
+            if layout == "chained" and parent is not None and parent not in m:
+                continue
+            e = entry(key if op == "put" else f"t{i}", i + 1, size, parent=parent,
+                      ancestors=tuple(f"n{j}" for j in range(i)), tail=op == "tail")
+            pinned = {k for k in m if m.get(k).pinned}
+            evictable = sum(m.get(k).size for k in m if not m.get(k).pinned)
+            try:
+                victims = m.evict_for(e.size, t)
+            except CapacityError:
+                assert e.size > m.free_bytes + evictable or layout == "chained"
+                continue
+            assert not pinned & {v.key for v in victims}
+            m.insert(e, t)
+        elif op == "hit" and key in m:
+            m.record_hit(key, t)
+        elif op == "pin" and key in m:
+            try:
+                m.pin(key)
+            except PinQuotaError:
+                pass
+        elif op == "unpin" and key in m:
+            m.unpin(key)
+        elif op == "remove" and key in m and (layout == "snapshot" or not m.children(key)):
+            m.remove(key)
+        m._check()
+        if layout == "chained":
+            assert all(m.get(k).parent is None or m.get(k).parent in m for k in m)

@@ -8,7 +8,9 @@ __all__ = ["print_table", "plot_sweep", "human_bytes"]
 
 
 def human_bytes(n: float) -> str:
-    """>>> human_bytes(3 * 2**30)
+    """Bytes in binary units.
+
+    >>> human_bytes(3 * 2**30)
     '3.0 GiB'
     """
     for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):

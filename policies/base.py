@@ -67,7 +67,7 @@ class EntryView(Protocol):
     parent: str | None  #: key of the next shorter aligned prefix (stored or not)
     ancestors: tuple[str, ...]  #: keys of all shorter aligned prefixes, shortest first
     is_tail: bool  #: True for a checkpoint at the exact end of a prompt, off the block grid
-    priority: int  #: the engine's rank for it (higher = keep longer); 0 by default
+    priority: int  #: the engine's rank: a strict tier, higher kept longer; 0 by default
     pinned: bool
     inserted_at: float
 
@@ -151,7 +151,9 @@ class ScoredPolicy(Policy):
     """A policy that ranks eligible entries by a sortable score, lowest evicted first.
 
     Subclasses implement :meth:`score` and call :meth:`_rescore` from the
-    hooks that change it. Victim choice is O(log n).
+    hooks that change it. The engine's ``priority`` is a strict tier above the
+    score: a checkpoint is evicted only when no eligible one of lower priority
+    is left. Victim choice is O(log n).
 
     >>> class Oldest(ScoredPolicy):
     ...     name = "oldest"
@@ -174,7 +176,7 @@ class ScoredPolicy(Policy):
         if old is not None and key in self._eligible:
             self._order.remove((old[0], old[1], key))
         self._seq += 1
-        new = (self.score(key, now), self._seq)
+        new = ((self.view.entry(key).priority, self.score(key, now)), self._seq)
         self._scores[key] = new
         if key in self._eligible:
             self._order.add((new[0], new[1], key))

@@ -5,6 +5,7 @@ again first). It needs the future, given as ``next_use(key, now) -> time or
 inf``; the simulator builds that from the trace. With ``size_aware=True`` it
 evicts the largest ``(next_use - now) * size`` instead, which frees bytes
 that are needed least soon (a better reference when sizes differ a lot).
+As the optimum it ignores the engine's ``priority``.
 
 >>> BeladyPolicy(next_use=lambda key, now: float("inf")).offline
 True

@@ -8,6 +8,7 @@ with length: short prefixes are evicted first. They are exactly the files that
 still match after an agent client rewrites the tail of its prompt, which is the
 failure this policy exists to reproduce (see the DS4 #444 field report).
 
+The engine's ``priority`` is a strict tier above the score (lowest first).
 The engine writes the new file before evicting and never evicts the file just
 written; here eviction runs before the write, so the new file is never a
 candidate either.
@@ -48,7 +49,8 @@ class Ds4DensityPolicy(Policy):
         self._hits: dict[str, tuple[float, float]] = {}  # key -> (hits at t, t)
         self._last_use: dict[str, float] = {}
         self._density: dict[str, float] = {}
-        self._by_density: SortedList = SortedList()  # (density, last_use, key) of eligible keys
+        self._by_density: SortedList = SortedList()  # (priority, density, last_use, key) of eligible keys
+        self._priority: dict[str, int] = {}
 
     def _effective_hits(self, key: str, now: float) -> float:
         hits, at = self._hits.get(key, (0.0, now))
@@ -63,6 +65,7 @@ class Ds4DensityPolicy(Policy):
     def on_insert(self, key: str, now: float) -> None:
         entry = self.view.entry(key)
         self._density[key] = entry.tokens / max(1, entry.size)
+        self._priority[key] = entry.priority
         self._last_use[key] = now
 
     def _touch(self, key: str, now: float) -> None:
@@ -70,7 +73,7 @@ class Ds4DensityPolicy(Policy):
         self._hits[key] = (self._effective_hits(key, now) + 1.0, now)
         self._last_use[key] = now
         if eligible:
-            self._by_density.add((self._density[key], now, key))
+            self._by_density.add((self._priority[key], self._density[key], now, key))
 
     def on_hit(self, key: str, now: float) -> None:
         self._touch(key, now)
@@ -80,7 +83,7 @@ class Ds4DensityPolicy(Policy):
             self._touch(key, now)
 
     def _unlist(self, key: str) -> bool:
-        item = (self._density[key], self._last_use[key], key)
+        item = (self._priority[key], self._density[key], self._last_use[key], key)
         if item in self._by_density:
             self._by_density.remove(item)
             return True
@@ -89,25 +92,27 @@ class Ds4DensityPolicy(Policy):
     def on_eligible(self, key: str, eligible: bool) -> None:
         self._unlist(key)
         if eligible:
-            self._by_density.add((self._density[key], self._last_use[key], key))
+            self._by_density.add((self._priority[key], self._density[key], self._last_use[key], key))
 
     def on_remove(self, key: str) -> None:
         self._unlist(key)
         self._hits.pop(key, None)
         self._last_use.pop(key, None)
         self._density.pop(key, None)
+        self._priority.pop(key, None)
 
     def victim(self, now: float) -> str | None:
-        best: tuple[float, float, str] | None = None
-        for density, last_use, key in self._by_density:
-            if best is not None and density > best[0]:
+        best: tuple[int, float, float, str] | None = None
+        for priority, density, last_use, key in self._by_density:
+            if best is not None and (priority, density) > best[:2]:
                 break  # the score is never below the density: nothing further can win
-            candidate = (self.score(key, now), last_use, key)
+            candidate = (priority, self.score(key, now), last_use, key)
             if best is None or candidate < best:
                 best = candidate
-        return None if best is None else best[2]
+        return None if best is None else best[3]
 
     def _check(self) -> None:
-        for density, last_use, key in self._by_density:
+        for priority, density, last_use, key in self._by_density:
             assert self._density[key] == density and self._last_use[key] == last_use, key
+            assert self._priority[key] == priority, key
         assert set(self._density) == set(self._last_use)

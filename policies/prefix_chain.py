@@ -34,8 +34,9 @@ Why each term:
 - ``L_e``: GreedyDual aging. ``L`` rises to the ``H`` of each victim, and an
   entry's ``L_e`` is the ``L`` of its last use, so stale sessions sink below
   anything used since, however valuable they once were.
-- ``priority`` (from ``put(..., priority=)``) adds ``priority · priority_weight``
-  to ``H``, letting an engine rank what it writes.
+- ``priority`` (from ``put(..., priority=)``) is a strict tier above ``H``, as
+  in every built-in policy: nothing is evicted while an eligible checkpoint of
+  lower priority is left.
 
 Admission: with ``admit_threshold > 0`` a checkpoint whose class's relative
 reuse rate is below that threshold is not written while the store is full
@@ -61,8 +62,6 @@ class PrefixChainPolicy(Policy):
 
     :param prefix_weight: weight of a hit through a deeper checkpoint (0..1).
     :param learn_classes: weigh checkpoints by their class's learned reuse rate.
-    :param priority_weight: how much one step of ``put(priority=)`` adds to ``H``,
-        in units of the largest value seen.
     :param admit_threshold: decline checkpoints whose class's relative reuse
         rate is below this while the store is full (0 admits everything).
     """
@@ -72,7 +71,7 @@ class PrefixChainPolicy(Policy):
                    "online-learned reuse per checkpoint class, GreedyDual aging")
 
     def __init__(self, *, prefix_weight: float = 0.5, learn_classes: bool = True,
-                 priority_weight: float = 1.0, admit_threshold: float = 0.0, marginal: bool = True,
+                 admit_threshold: float = 0.0, marginal: bool = True,
                  class_floor: float = 0.5) -> None:
         if not 0.0 <= prefix_weight <= 1.0:
             raise ValueError(f"prefix_weight must be in [0, 1], got {prefix_weight!r}")
@@ -80,7 +79,6 @@ class PrefixChainPolicy(Policy):
             raise ValueError(f"admit_threshold must be in [0, 1], got {admit_threshold!r}")
         self.prefix_weight = float(prefix_weight)
         self.learn_classes = bool(learn_classes)
-        self.priority_weight = float(priority_weight)
         self.admit_threshold = float(admit_threshold)
         self.marginal = bool(marginal)
         self.class_floor = float(class_floor)
@@ -93,7 +91,6 @@ class PrefixChainPolicy(Policy):
         self._order = SortedList()  # (H, seq, key) of eligible keys
         self._eligible: set[str] = set()
         self._seq = 0
-        self._max_value = 1e-12
         self.class_hits = dict.fromkeys(CLASSES, 0)
         self.class_entries = dict.fromkeys(CLASSES, 0)
         self._parent: dict[str, str | None] = {}
@@ -125,7 +122,6 @@ class PrefixChainPolicy(Policy):
         entry = self.view.entry(key)
         uses = 1 + self._own[key] + self.prefix_weight * self._prefix[key]
         value = uses * self.reuse(self._class[key]) * self.marginal_tokens(key) / max(1, entry.size)
-        self._max_value = max(self._max_value, value)
         return value
 
     def _rescore(self, key: str) -> None:
@@ -133,8 +129,7 @@ class PrefixChainPolicy(Policy):
         if eligible and key in self._h:
             h, seq = self._h[key]
             self._order.remove((h, seq, key))
-        entry = self.view.entry(key)
-        h = self._base[key] + self.value(key) + entry.priority * self.priority_weight * self._max_value
+        h = (self.view.entry(key).priority, self._base[key] + self.value(key))
         self._seq += 1
         self._h[key] = (h, self._seq)
         if eligible:
@@ -216,7 +211,7 @@ class PrefixChainPolicy(Policy):
             self._flush()
         if not self._order:
             return None
-        h, _, key = self._order[0]
+        (_, h), _, key = self._order[0]
         self.inflation = max(self.inflation, h)
         return key
 

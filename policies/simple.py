@@ -102,7 +102,7 @@ class GDSFPolicy(ScoredPolicy):
     def victim(self, now: float) -> str | None:
         if not self._order:
             return None
-        score, _, key = self._order[0]
+        (_, score), _, key = self._order[0]
         self.inflation = max(self.inflation, score)
         return key
 
@@ -113,7 +113,8 @@ class GDSFPolicy(ScoredPolicy):
 
 
 class RandomPolicy(Policy):
-    """Evicts a uniformly random eligible checkpoint (seeded, so runs repeat).
+    """Evicts a uniformly random eligible checkpoint of the lowest priority
+    present (seeded, so runs repeat).
 
     :param seed: seed of the policy's own random generator.
     """
@@ -123,26 +124,35 @@ class RandomPolicy(Policy):
 
     def __init__(self, *, seed: int = 0) -> None:
         self._rng = random.Random(seed)
-        self._keys: list[str] = []
-        self._slot: dict[str, int] = {}
+        self._buckets: dict[int, list[str]] = {}  # priority -> eligible keys
+        self._slot: dict[str, tuple[int, int]] = {}  # key -> (priority, index in its bucket)
 
     def on_eligible(self, key: str, eligible: bool) -> None:
         if eligible and key not in self._slot:
-            self._slot[key] = len(self._keys)
-            self._keys.append(key)
+            priority = self.view.entry(key).priority
+            bucket = self._buckets.setdefault(priority, [])
+            self._slot[key] = (priority, len(bucket))
+            bucket.append(key)
         elif not eligible and key in self._slot:
-            index = self._slot.pop(key)
-            last = self._keys.pop()
+            priority, index = self._slot.pop(key)
+            bucket = self._buckets[priority]
+            last = bucket.pop()
             if last != key:  # move the last key into the hole: O(1) removal
-                self._keys[index] = last
-                self._slot[last] = index
+                bucket[index] = last
+                self._slot[last] = (priority, index)
+            if not bucket:
+                del self._buckets[priority]
 
     def on_remove(self, key: str) -> None:
         self.on_eligible(key, False)
 
     def victim(self, now: float) -> str | None:
-        return self._keys[self._rng.randrange(len(self._keys))] if self._keys else None
+        if not self._buckets:
+            return None
+        bucket = self._buckets[min(self._buckets)]
+        return bucket[self._rng.randrange(len(bucket))]
 
     def _check(self) -> None:
-        assert all(self._keys[i] == k for k, i in self._slot.items())
-        assert len(self._keys) == len(self._slot)
+        for key, (priority, index) in self._slot.items():
+            assert self._buckets[priority][index] == key
+        assert sum(map(len, self._buckets.values())) == len(self._slot)

@@ -109,7 +109,7 @@ def test_prefix_chain_learns_which_class_is_reused():
     assert p.reuse("tail") == 1.0 and p.reuse("leaf") < p.reuse("tail")
 
 
-def test_priority_ranks_what_the_engine_writes():
+def test_prefix_chain_priority_ranks_what_the_engine_writes():
     p = PrefixChainPolicy()
     m = EvictionManager(30, p, block_tokens=1)
     put(m, entry("low", 1, 10, priority=0), 0)
@@ -172,3 +172,14 @@ def test_policy_contract_under_any_event_sequence(name, layout, events):
         m._check()
         if layout == "chained":
             assert all(m.get(k).parent is None or m.get(k).parent in m for k in m)
+
+
+@pytest.mark.parametrize("name", sorted(set(policies.registry.BUILTIN) - {"belady"}))
+def test_every_online_policy_treats_priority_as_a_strict_tier(name):
+    m = EvictionManager(60, make(name), block_tokens=1)
+    for i in range(6):  # the high-priority ones are the oldest, least used and least dense
+        put(m, entry(f"k{i}", 10 + i, 10, priority=1 if i < 3 else 0), i)
+    for i in range(3, 6):
+        m.record_hit(f"k{i}", 10 + i)
+    victims = [v.key for v in m.evict_for(30, 20)]
+    assert sorted(victims) == ["k3", "k4", "k5"]

@@ -49,28 +49,55 @@ def print_table(results: Sequence[dict], console=None, title: str | None = None)
 
 
 def plot_sweep(results: Sequence[dict], path: str, title: str = "") -> None:
-    """Re-prefill seconds vs capacity, one line per policy (PNG, SVG or PDF by extension)."""
+    """Re-prefill time vs capacity, one line per policy (PNG, SVG or PDF by extension).
+
+    Left: total re-prefill hours. Right (when ``belady`` was run): how far each
+    policy is above the offline optimum, zoomed on the contenders so that the
+    close race is readable.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
     policies = list(dict.fromkeys(r["policy"] for r in results))
-    for policy in policies:
-        rows = sorted((r for r in results if r["policy"] == policy), key=lambda r: r["capacity_bytes"])
-        xs = [r["capacity_bytes"] / 2**30 for r in rows]
-        ys = [r["reprefill_seconds"] / 3600 for r in rows]
-        style = dict(linestyle="--", color="black") if policy == "belady" else {}
-        linewidth = 2.8 if policy == "prefix-chain" else 1.4
-        ax.plot(xs, ys, marker="o", linewidth=linewidth,
-                label=policy + (" (offline optimum)" if policy == "belady" else ""), **style)
-    ax.set_xscale("log")
-    ax.set_xlabel("store capacity (GiB, log scale)")
-    ax.set_ylabel("total re-prefill time (hours)")
-    ax.set_title(title or "Re-prefill time vs capacity (lower is better)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    series = {p: sorted((r for r in results if r["policy"] == p), key=lambda r: r["capacity_bytes"])
+              for p in policies}
+    optimum = {r["capacity_bytes"]: r["reprefill_seconds"] for r in series.get("belady", [])}
+    fig, axes = plt.subplots(1, 2 if optimum else 1, figsize=(13 if optimum else 8, 5), dpi=110, squeeze=False)
+    left = axes[0][0]
+    colors = {p: f"C{i}" for i, p in enumerate(policies)}
+    for policy, rows in series.items():
+        style = dict(linestyle="--", color="black") if policy == "belady" else dict(color=colors[policy])
+        left.plot([r["capacity_bytes"] / 2**30 for r in rows], [r["reprefill_seconds"] / 3600 for r in rows],
+                  marker="o", linewidth=2.8 if policy == "prefix-chain" else 1.4,
+                  label=policy + (" (offline optimum)" if policy == "belady" else ""), **style)
+    left.set_ylabel("total re-prefill time (hours)")
+    left.set_title("all policies")
+    if optimum:
+        right = axes[0][1]
+        excess = {}
+        for policy, rows in series.items():
+            if policy == "belady":
+                continue
+            excess[policy] = [100 * (r["reprefill_seconds"] / optimum[r["capacity_bytes"]] - 1)
+                              for r in rows if optimum.get(r["capacity_bytes"])]
+            right.plot([r["capacity_bytes"] / 2**30 for r in rows if optimum.get(r["capacity_bytes"])],
+                       excess[policy], marker="o", color=colors[policy],
+                       linewidth=2.8 if policy == "prefix-chain" else 1.4, label=policy)
+        contenders = sorted(excess.values(), key=lambda ys: sum(ys))[: max(3, len(excess) // 2)]
+        top = max((max(ys) for ys in contenders if ys), default=1.0)
+        right.set_ylim(-0.5, max(1.0, top * 1.15))
+        right.axhline(0, color="black", linestyle="--", linewidth=1)
+        right.set_ylabel("re-prefill above the offline optimum (%)")
+        right.set_title("the contenders, zoomed (0 = belady)")
+        right.legend(fontsize=8)
+    for ax in axes[0]:
+        ax.set_xscale("log")
+        ax.set_xlabel("store capacity (GiB, log scale)")
+        ax.grid(True, which="both", alpha=0.3)
+    left.legend(fontsize=8)
+    fig.suptitle(title or "Re-prefill time vs capacity (lower is better)")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -113,7 +113,9 @@ class EvictionManager:
         self.pin_quota_bytes = pin_quota_bytes
         self.policy = policy
         self._entries: dict[str, Entry] = {}
+        self._views: dict[str, _ReadOnlyEntry] = {}  # one read-only proxy per entry, made once
         self._children: dict[str, set[str]] = {}
+        self._tail_children: dict[str, int] = {}
         self._tails: dict[str, dict[str, int]] = {}  # anchor key -> {tail key: tokens}
         self._used = 0
         self._reserved = 0
@@ -151,8 +153,8 @@ class EvictionManager:
         return iter(list(self._entries))
 
     def entry(self, key: str) -> _ReadOnlyEntry:
-        """Read-only view of a stored entry; ``KeyError`` if absent."""
-        return _ReadOnlyEntry(self._entries[key])
+        """Read-only view of a stored entry; ``KeyError`` if absent. O(1)."""
+        return self._views[key]
 
     def get(self, key: str) -> Entry | None:
         """The live :class:`Entry` (for the store's own use), or ``None``."""
@@ -161,6 +163,10 @@ class EvictionManager:
     def children(self, key: str) -> frozenset[str]:
         """Stored entries whose parent is ``key``."""
         return frozenset(self._children.get(key, ()))
+
+    def aligned_children(self, key: str) -> int:
+        """How many stored entries that are not tails have ``key`` as parent. O(1)."""
+        return len(self._children.get(key, ())) - self._tail_children.get(key, 0)
 
     def stored_ancestors(self, key: str) -> list[str]:
         """Stored strict ancestors of ``key``, shortest first."""
@@ -289,11 +295,14 @@ class EvictionManager:
         entry.pinned = False
         entry.inserted_at = now
         self._entries[entry.key] = entry
+        self._views[entry.key] = _ReadOnlyEntry(entry)
         self._used += entry.size
         if entry.parent is not None:
             siblings = self._children.setdefault(entry.parent, set())
             became_parent = not siblings
             siblings.add(entry.key)
+            if entry.is_tail:
+                self._tail_children[entry.parent] = self._tail_children.get(entry.parent, 0) + 1
         else:
             became_parent = False
         if entry.is_tail and entry.anchor is not None:
@@ -313,9 +322,16 @@ class EvictionManager:
         if entry.pinned:
             self._pinned_bytes -= entry.size
         del self._entries[key]
+        del self._views[key]
         self._used -= entry.size
         if entry.parent is not None:
             siblings = self._children.get(entry.parent)
+            if entry.is_tail and siblings is not None and key in siblings:
+                left = self._tail_children[entry.parent] - 1
+                if left:
+                    self._tail_children[entry.parent] = left
+                else:
+                    del self._tail_children[entry.parent]
             if siblings is not None:
                 siblings.discard(key)
                 if not siblings:
@@ -391,6 +407,8 @@ class EvictionManager:
         assert self._pinned_bytes == sum(e.size for e in self._entries.values() if e.pinned)
         for parent, kids in self._children.items():
             assert kids and all(self._entries[k].parent == parent for k in kids)
+            assert self._tail_children.get(parent, 0) == sum(self._entries[k].is_tail for k in kids)
+        assert set(self._views) == set(self._entries)
         for entry in self._entries.values():
             if entry.parent is not None:
                 assert entry.key in self._children[entry.parent]

@@ -108,7 +108,7 @@ class PrefixChainPolicy(Policy):
         entry = self.view.entry(key)
         if entry.is_tail:
             return "tail"
-        aligned_children = sum(1 for c in self.view.children(key) if not self.view.entry(c).is_tail)
+        aligned_children = self.view.aligned_children(key)
         return "leaf" if aligned_children == 0 else "interior" if aligned_children == 1 else "branch"
 
     def marginal_tokens(self, key: str) -> int:

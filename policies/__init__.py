@@ -8,6 +8,7 @@ True
 from .base import ChainView, EntryView, Policy, ScoredPolicy
 from .belady import BeladyPolicy
 from .ds4_density import Ds4DensityPolicy
+from .field import HiCachePolicy, MarconiPolicy, VllmOffloadPolicy
 from .lru import LRUPolicy
 from .prefix_chain import PrefixChainPolicy
 from .registry import ENTRY_POINT_GROUP, available, get, online, resolve
@@ -16,6 +17,6 @@ from .simple import FIFOPolicy, GDSFPolicy, LFUPolicy, RandomPolicy
 __all__ = [
     "ChainView", "EntryView", "Policy", "ScoredPolicy",
     "PrefixChainPolicy", "LRUPolicy", "FIFOPolicy", "LFUPolicy", "GDSFPolicy", "Ds4DensityPolicy",
-    "RandomPolicy", "BeladyPolicy",
+    "RandomPolicy", "BeladyPolicy", "HiCachePolicy", "VllmOffloadPolicy", "MarconiPolicy",
     "available", "get", "online", "resolve", "ENTRY_POINT_GROUP",
 ]

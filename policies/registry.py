@@ -20,6 +20,7 @@ from typing import Any
 from .base import Policy
 from .belady import BeladyPolicy
 from .ds4_density import Ds4DensityPolicy
+from .field import HiCachePolicy, MarconiPolicy, VllmOffloadPolicy
 from .lru import LRUPolicy
 from .prefix_chain import PrefixChainPolicy
 from .simple import FIFOPolicy, GDSFPolicy, LFUPolicy, RandomPolicy
@@ -31,7 +32,7 @@ ENTRY_POINT_GROUP = "kvstore.policies"
 BUILTIN: dict[str, type[Policy]] = {
     cls.name: cls
     for cls in (PrefixChainPolicy, LRUPolicy, FIFOPolicy, LFUPolicy, GDSFPolicy, Ds4DensityPolicy,
-                RandomPolicy, BeladyPolicy)
+                RandomPolicy, HiCachePolicy, VllmOffloadPolicy, MarconiPolicy, BeladyPolicy)
 }
 
 

@@ -183,3 +183,33 @@ def test_every_online_policy_treats_priority_as_a_strict_tier(name):
         m.record_hit(f"k{i}", 10 + i)
     victims = [v.key for v in m.evict_for(30, 20)]
     assert sorted(victims) == ["k3", "k4", "k5"]
+
+
+def test_hicache_writes_on_the_second_request_and_evicts_leaves_first():
+    p = policies.HiCachePolicy()
+    m = EvictionManager(30, p, block_tokens=1)
+    first = entry("a", 1, 10)
+    assert not m.admit(first, 0) and m.admit(first, 1)
+    put(m, first, 1)
+    put(m, entry("b", 2, 10, parent="a", ancestors=("a",)), 2)
+    put(m, entry("c", 1, 10), 3)
+    m.record_hit("a", 4)  # a is the most recent, but b is a leaf and c is older
+    assert [v.key for v in m.evict_for(20, 5)] == ["b", "c"]
+
+
+def test_vllm_offload_gates_admission_on_reuse_frequency():
+    p = policies.VllmOffloadPolicy(min_requests=3)
+    m = EvictionManager(30, p, block_tokens=1)
+    e = entry("a", 1, 10)
+    assert [m.admit(e, t) for t in range(3)] == [False, False, True]
+
+
+def test_marconi_trades_recency_against_flop_efficiency():
+    m = EvictionManager(30, policies.MarconiPolicy(alpha=0.0), block_tokens=1)
+    put(m, entry("dense-old", 100, 10), 0)
+    put(m, entry("sparse-new", 1, 10), 1)
+    assert m.policy.victim(2) == "dense-old"  # alpha 0: pure recency
+    m = EvictionManager(30, policies.MarconiPolicy(alpha=10.0), block_tokens=1)
+    put(m, entry("dense-old", 100, 10), 0)
+    put(m, entry("sparse-new", 1, 10), 1)
+    assert m.policy.victim(2) == "sparse-new"  # efficiency dominates

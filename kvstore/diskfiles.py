@@ -110,11 +110,14 @@ class DiskFiles:
             os.rename(tmp, os.path.join(subdir, name))
             if durable:
                 _fsync_dir(subdir)
-        except BaseException:
+        except BaseException as exc:
             try:
                 os.unlink(tmp)
             except FileNotFoundError:
                 pass
+            if isinstance(exc, OSError) and exc.filename is None:  # os.write/fsync name no file
+                raise OSError(exc.errno, f"{exc.strerror} while writing a checkpoint into {self.root}",
+                              tmp) from exc
             raise
         return name, head_len + payload.nbytes
 

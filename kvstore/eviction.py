@@ -18,7 +18,7 @@ counts bytes, so a policy that wins in simulation is the code an engine runs.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 
 from policies.base import Policy
@@ -116,6 +116,7 @@ class EvictionManager:
         self._views: dict[str, _ReadOnlyEntry] = {}  # one read-only proxy per entry, made once
         self._children: dict[str, set[str]] = {}
         self._tail_children: dict[str, int] = {}
+        self._shielded: set[str] = set()
         self._tails: dict[str, dict[str, int]] = {}  # anchor key -> {tail key: tokens}
         self._used = 0
         self._reserved = 0
@@ -180,7 +181,7 @@ class EvictionManager:
 
     def is_eligible(self, key: str) -> bool:
         entry = self._entries[key]
-        if entry.pinned:
+        if entry.pinned or key in self._shielded:
             return False
         return self.layout == "snapshot" or not self._children.get(key)
 
@@ -214,8 +215,11 @@ class EvictionManager:
         except Exception as exc:
             raise PolicyError(f"policy {self._policy_name()} raised in admit(): {exc!r}") from exc
 
-    def evict_for(self, nbytes: int, now: float) -> list[Entry]:
+    def evict_for(self, nbytes: int, now: float, *, protect: Collection[str] = ()) -> list[Entry]:
         """Reserve ``nbytes``, evicting as needed; return the evicted entries.
+
+        ``protect`` names keys that must survive this eviction — in the
+        ``chained`` layout, the ancestors of the block about to be written.
 
         The caller deletes the victims' payloads. On failure nothing is
         reserved and the exception's ``evicted`` attribute lists the entries
@@ -237,6 +241,20 @@ class EvictionManager:
                 f"cannot free {nbytes} bytes: {self._pinned_bytes} bytes are pinned and "
                 f"{self._reserved} reserved of capacity_bytes={self.capacity_bytes}"
             )
+        shielded = [k for k in protect if k in self._entries]
+        for key in shielded:
+            if self.is_eligible(key):
+                self._call("on_eligible", key, False)
+        self._shielded = set(shielded)  # is_eligible() is False for them until the end
+        try:
+            return self._evict_for(nbytes, now)
+        finally:
+            self._shielded = set()
+            for key in shielded:  # eligible now, whatever happened meanwhile (a last child evicted)
+                if key in self._entries and self.is_eligible(key):
+                    self._call("on_eligible", key, True)
+
+    def _evict_for(self, nbytes: int, now: float) -> list[Entry]:
         evicted: list[Entry] = []
         while self.free_bytes < nbytes:
             try:
@@ -337,7 +355,7 @@ class EvictionManager:
                 if not siblings:
                     del self._children[entry.parent]
                     parent = self._entries.get(entry.parent)
-                    if parent is not None and self.layout == "chained" and not parent.pinned:
+                    if parent is not None and self.layout == "chained" and self.is_eligible(parent.key):
                         self._call("on_eligible", parent.key, True)
         if entry.is_tail and entry.anchor is not None:
             tails = self._tails.get(entry.anchor)

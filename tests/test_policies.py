@@ -1,14 +1,11 @@
-"""Every built-in policy: its ordering on small hand-built chains, and the
-contract under any sequence of events (hypothesis)."""
+"""Every built-in policy: its ordering on small hand-built chains. The
+contract under any event sequence is checked by tests/test_conformance.py."""
 
 import math
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 import policies
-from kvstore.errors import CapacityError, PinQuotaError
 from kvstore.eviction import Entry, EvictionManager
 from policies import (BeladyPolicy, FIFOPolicy, GDSFPolicy, LFUPolicy, PrefixChainPolicy, RandomPolicy)
 
@@ -131,47 +128,8 @@ def make(name):
     return policies.get(name)
 
 
-events = st.lists(st.tuples(st.sampled_from(["put", "put", "tail", "hit", "pin", "unpin", "remove"]),
-                            st.integers(0, 9), st.integers(1, 30)), max_size=50)
-
-
-@pytest.mark.parametrize("layout", ["snapshot", "chained"])
-@pytest.mark.parametrize("name", sorted(policies.registry.BUILTIN))
-@given(events=events)
-def test_policy_contract_under_any_event_sequence(name, layout, events):
-    """Only eligible keys are named, requested bytes are freed whenever
-    possible, pins are honoured, leaves go first in the chained layout."""
-    m = EvictionManager(100, make(name), layout=layout, block_tokens=1, pin_quota_bytes=40)
-    for t, (op, i, size) in enumerate(events):
-        key, parent = f"n{i}", (f"n{i - 1}" if i else None)
-        if op in ("put", "tail") and key not in m and f"t{i}" not in m:
-            if layout == "chained" and parent is not None and parent not in m:
-                continue
-            e = entry(key if op == "put" else f"t{i}", i + 1, size, parent=parent,
-                      ancestors=tuple(f"n{j}" for j in range(i)), tail=op == "tail")
-            pinned = {k for k in m if m.get(k).pinned}
-            evictable = sum(m.get(k).size for k in m if not m.get(k).pinned)
-            try:
-                victims = m.evict_for(e.size, t)
-            except CapacityError:
-                assert e.size > m.free_bytes + evictable or layout == "chained"
-                continue
-            assert not pinned & {v.key for v in victims}
-            m.insert(e, t)
-        elif op == "hit" and key in m:
-            m.record_hit(key, t)
-        elif op == "pin" and key in m:
-            try:
-                m.pin(key)
-            except PinQuotaError:
-                pass
-        elif op == "unpin" and key in m:
-            m.unpin(key)
-        elif op == "remove" and key in m and (layout == "snapshot" or not m.children(key)):
-            m.remove(key)
-        m._check()
-        if layout == "chained":
-            assert all(m.get(k).parent is None or m.get(k).parent in m for k in m)
+# The contract under any event sequence, for every policy and both layouts,
+# is tests/test_conformance.py (the kvstore.testing kit).
 
 
 @pytest.mark.parametrize("name", sorted(set(policies.registry.BUILTIN) - {"belady"}))

@@ -1,0 +1,173 @@
+"""A model-based state machine for any ``CheckpointStore`` configuration.
+
+The store runs side by side with a small reference model (what was written,
+what is pinned). After every step: longest-prefix answers agree with the
+model among the entries still stored, loaded bytes equal written bytes (dtype
+and shape too), the capacity holds, pinned prefixes stay, and the index
+agrees with the eviction manager. Steps: put (aligned or tail), lookup, load,
+load_longest, pin, unpin, reopen, and a simulated crash (unflushed statistics
+lost, a half-written temp file left behind) followed by a reopen.
+
+Run it against your configuration with one call::
+
+    from kvstore.testing import check_store
+    check_store(policy="lru", block_tokens=8, capacity_bytes=(1 << 20) + (256 << 10))
+
+or subclass :class:`StoreStateMachine`, set ``store_kwargs``, and expose
+``MyMachine.TestCase`` to pytest.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from typing import Any, ClassVar
+
+import numpy as np
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
+
+from ..errors import PinQuotaError
+from ..keys import Namespace, PrefixKeys
+from ..store import CheckpointStore
+from .strategies import payloads
+
+__all__ = ["StoreStateMachine", "check_store"]
+
+_DEFAULTS: dict[str, Any] = {
+    "capacity_bytes": (1 << 20) + (256 << 10),  # a 256 KiB payload budget: eviction all the time
+    "index_bytes": 1 << 20,
+    "block_tokens": 4,
+    "namespace": "conformance",
+    "policy": "prefix-chain",
+}
+
+
+def _prompts(block: int) -> st.SearchStrategy:
+    # paths in a small tree of shared prefixes, so that matches are common
+    return st.lists(st.integers(0, 3), min_size=1, max_size=6).map(
+        lambda path: [t for i, c in enumerate(path) for t in [c, i, c * 7, 1] * max(1, block // 4)])
+
+
+class StoreStateMachine(RuleBasedStateMachine):
+    """Drives a store (``store_kwargs`` over the defaults) against a reference model."""
+
+    store_kwargs: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = {**_DEFAULTS, **self.store_kwargs}
+        self.block = self.config["block_tokens"]
+        self.dir = tempfile.mkdtemp(prefix="kvstore-conformance-")
+        self.path = os.path.join(self.dir, "store")
+        self.store = CheckpointStore(self.path, **self._open_kwargs())
+        self.written: dict[str, tuple[list[int], Any]] = {}
+        self.pinned: set[str] = set()
+
+    def _open_kwargs(self) -> dict[str, Any]:
+        kwargs = dict(self.config)
+        if not isinstance(kwargs["policy"], str):  # a policy instance holds state: make a fresh one
+            kwargs["policy"] = type(kwargs["policy"])()
+        return kwargs
+
+    def teardown(self) -> None:
+        self.store.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _key(self, tokens: list[int], n: int) -> str:
+        return PrefixKeys(Namespace(self.config["namespace"]), tokens, self.block).key(n)
+
+    def _alive(self) -> set[str]:
+        return set(self.store._manager)
+
+    @staticmethod
+    def _same(got: Any, want: Any) -> bool:
+        if isinstance(want, np.ndarray):
+            return (isinstance(got, np.ndarray) and got.dtype == want.dtype and got.shape == want.shape
+                    and bool(np.array_equal(got, want)))
+        return got == bytes(want)
+
+    @rule(tokens=st.deferred(lambda: _prompts(4)), payload=payloads(60_000), tail=st.booleans())
+    def put(self, tokens, payload, tail):
+        tokens = tokens * max(1, self.block // 4)
+        if not tail:
+            tokens = tokens[: len(tokens) // self.block * self.block]
+            if not tokens:
+                return
+        key = self._key(tokens, len(tokens))
+        if self.store.put(tokens, payload, tail=tail):
+            self.written[key] = (tokens, payload)
+        else:
+            assert key in self._alive() or self.store.stats()["declined"], "put refused for no reason"
+
+    @rule(tokens=st.deferred(lambda: _prompts(4)))
+    def lookup_agrees_with_the_model(self, tokens):
+        tokens = tokens * max(1, self.block // 4)
+        alive = self._alive()
+        expected = max((n for n in range(1, len(tokens) + 1) if self._key(tokens, n) in alive), default=0)
+        match = self.store.lookup(tokens)
+        assert (match.tokens if match else 0) == expected
+
+    @rule(tokens=st.deferred(lambda: _prompts(4)))
+    def load_longest_returns_the_written_bytes(self, tokens):
+        tokens = tokens * max(1, self.block // 4)
+        n, payload = self.store.load_longest(tokens)
+        if n:
+            written_tokens, written = self.written[self._key(tokens, n)]
+            assert len(written_tokens) == n and self._same(payload, written)
+
+    @precondition(lambda self: self.written)
+    @rule(data=st.data())
+    def pin(self, data):
+        key = data.draw(st.sampled_from(sorted(self.written)))
+        if key in self._alive():
+            try:
+                assert self.store.pin(self.written[key][0]).key == key
+            except PinQuotaError:
+                return
+            self.pinned.add(key)
+
+    @precondition(lambda self: self.pinned)
+    @rule(data=st.data())
+    def unpin(self, data):
+        key = data.draw(st.sampled_from(sorted(self.pinned)))
+        self.store.unpin(self.written[key][0])
+        self.pinned.discard(key)
+
+    @rule()
+    def reopen(self):
+        self.store.close()
+        self.store = CheckpointStore(self.path, policy=self._open_kwargs()["policy"])
+
+    @rule()
+    def crash_and_reopen(self):
+        self.store._pending_hits.clear()  # statistics not yet flushed are lost in a crash
+        self.store._pending_counters.clear()
+        self.store.close()
+        with open(os.path.join(self.path, "tmp", "interrupted.tmp"), "wb") as fh:
+            fh.write(b"half a checkpoint")
+        self.store = CheckpointStore(self.path, policy=self._open_kwargs()["policy"])
+        assert os.listdir(os.path.join(self.path, "tmp")) == []
+
+    @invariant()
+    def consistent(self):
+        self.store._check()
+        assert self.store.stats()["bytes"] <= self.config["capacity_bytes"]
+        assert self._alive() <= set(self.written)
+        assert self.pinned <= self._alive(), "a pinned checkpoint was evicted"
+
+
+def check_store(*, max_examples: int | None = None, stateful_step_count: int = 30, **store_kwargs: Any) -> None:
+    """Run the state machine against ``CheckpointStore(**store_kwargs)`` (over
+    small defaults that force eviction); raises with a shrunk failing sequence."""
+
+    class Machine(StoreStateMachine):
+        pass
+
+    Machine.store_kwargs = store_kwargs
+    overrides = {"max_examples": max_examples} if max_examples else {}
+    run_state_machine_as_test(Machine, settings=settings(
+        deadline=None, suppress_health_check=list(HealthCheck), database=None,
+        stateful_step_count=stateful_step_count, **overrides))

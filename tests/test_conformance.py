@@ -1,0 +1,81 @@
+"""The conformance kit (kvstore.testing) run on everything we ship, and shown
+to catch deliberately broken policies with a minimal counterexample."""
+
+import pytest
+
+import policies
+from kvstore.testing import PolicyContractError, check_policy, check_store
+from policies import LRUPolicy, Policy
+
+
+@pytest.mark.parametrize("name", sorted(policies.registry.BUILTIN))
+def test_every_builtin_policy_keeps_the_contract(name):
+    cls = policies.registry.BUILTIN[name]
+    kwargs = {"next_use": lambda key, now: now + (sum(map(ord, key)) % 13) + 1} if name == "belady" else {}
+    check_policy(cls, **kwargs)
+
+
+@pytest.mark.parametrize("config", [
+    {"policy": "prefix-chain"},
+    {"policy": "lru", "block_tokens": 8},
+    {"policy": "ds4-density"},
+    {"policy": "gdsf", "capacity_bytes": (1 << 20) + (128 << 10)},
+    {"policy": "hicache"},
+], ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
+def test_store_configurations_pass_the_state_machine(config):
+    check_store(**config)
+
+
+class EvictsPinned(LRUPolicy):
+    """Puts a pinned entry straight back among its eviction candidates."""
+
+    def on_pin(self, key):
+        self.on_eligible(key, True)
+
+
+class NamesAStranger(LRUPolicy):
+    def victim(self, now):
+        return "never-inserted"
+
+
+class ParentFirst(Policy):
+    """Evicts the shortest prefix first, whatever the layout."""
+
+    def __init__(self):
+        self.keys = set()
+
+    def on_insert(self, key, now):
+        self.keys.add(key)
+
+    def on_remove(self, key):
+        self.keys.discard(key)
+
+    def victim(self, now):
+        return min(self.keys, key=lambda k: self.view.entry(k).tokens, default=None)
+
+
+class NeverFrees(LRUPolicy):
+    def victim(self, now):
+        return None
+
+
+@pytest.mark.parametrize("broken, layouts, words", [
+    (EvictsPinned, ("snapshot",), "not eligible"),
+    (NamesAStranger, ("snapshot",), "not stored"),
+    (ParentFirst, ("chained",), "not eligible"),
+    (NeverFrees, ("snapshot",), "named no victim"),
+])
+def test_the_kit_catches_broken_policies_with_a_short_replay(broken, layouts, words):
+    with pytest.raises(PolicyContractError) as info:
+        check_policy(broken, layouts=layouts)
+    message = str(info.value)
+    assert words in message and "replay:" in message
+    replay = message.split("replay:\n", 1)[1].splitlines()
+    calls = [line for line in replay if not line.strip().startswith("#")]
+    assert len(calls) <= 10, message  # shrunk to a handful of calls
+    assert replay[0].strip().startswith("policy = ")
+
+
+def test_the_pytest_fixture_is_installed(policy_contract, store_conformance):
+    policy_contract(LRUPolicy, count_prefix_hits=False)
+    assert callable(store_conformance)

@@ -72,7 +72,7 @@ class PrefixChainPolicy(Policy):
 
     def __init__(self, *, prefix_weight: float = 0.5, learn_classes: bool = True,
                  admit_threshold: float = 0.0, marginal: bool = True,
-                 class_floor: float = 0.5) -> None:
+                 class_floor: float = 0.5, context_scale: float = 0.0) -> None:
         if not 0.0 <= prefix_weight <= 1.0:
             raise ValueError(f"prefix_weight must be in [0, 1], got {prefix_weight!r}")
         if not 0.0 <= admit_threshold <= 1.0:
@@ -82,6 +82,7 @@ class PrefixChainPolicy(Policy):
         self.admit_threshold = float(admit_threshold)
         self.marginal = bool(marginal)
         self.class_floor = float(class_floor)
+        self.context_scale = float(context_scale)
         self.inflation = 0.0
         self._own: dict[str, int] = {}
         self._prefix: dict[str, int] = {}
@@ -94,7 +95,7 @@ class PrefixChainPolicy(Policy):
         self.class_hits = dict.fromkeys(CLASSES, 0)
         self.class_entries = dict.fromkeys(CLASSES, 0)
         self._parent: dict[str, str | None] = {}
-        self._pending_rescore: set[str] = set()
+        self._pending_rescore: dict[str, None] = {}  # an ordered set: runs repeat across processes
 
     # ------------------------------------------------------------ the score
     def reuse(self, cls: str) -> float:
@@ -118,10 +119,21 @@ class PrefixChainPolicy(Policy):
         ancestor = self.view.nearest_stored_ancestor(key)
         return entry.tokens - (self.view.entry(ancestor).tokens if ancestor is not None else 0)
 
+    def saved(self, key: str) -> float:
+        """Prefill work the checkpoint saves over its nearest stored ancestor:
+        its marginal tokens, plus attention's growth with context when
+        ``context_scale`` is set: ``(t - a) + (t² - a²) / (2 · context_scale)``."""
+        marginal = self.marginal_tokens(key)
+        if self.context_scale <= 0:
+            return marginal
+        t = self.view.entry(key).tokens
+        a = t - marginal
+        return marginal + (t * t - a * a) / (2 * self.context_scale)
+
     def value(self, key: str) -> float:
         entry = self.view.entry(key)
         uses = 1 + self._own[key] + self.prefix_weight * self._prefix[key]
-        value = uses * self.reuse(self._class[key]) * self.marginal_tokens(key) / max(1, entry.size)
+        value = uses * self.reuse(self._class[key]) * self.saved(key) / max(1, entry.size)
         return value
 
     def _rescore(self, key: str) -> None:
@@ -156,7 +168,7 @@ class PrefixChainPolicy(Policy):
         self._rescore(key)
         entry = self.view.entry(key)
         self._reclassify(entry.parent if entry.parent in self.view else None)
-        for child in self.view.children(key):  # their nearest stored ancestor is now this one
+        for child in sorted(self.view.children(key)):  # their nearest stored ancestor is now this one
             if child in self._h:
                 self._rescore(child)
 
@@ -189,12 +201,12 @@ class PrefixChainPolicy(Policy):
             table.pop(key, None)
         # its stored children lose their nearest stored ancestor and its parent
         # may change class: rescore them before the next victim is chosen
-        self._pending_rescore.update(c for c in self.view.children(key) if c in self._h)
+        self._pending_rescore.update((c, None) for c in sorted(self.view.children(key)) if c in self._h)
         if parent is not None and parent in self._h:
-            self._pending_rescore.add(parent)
+            self._pending_rescore[parent] = None
 
     def _flush(self) -> None:
-        pending, self._pending_rescore = self._pending_rescore, set()
+        pending, self._pending_rescore = self._pending_rescore, {}
         for key in pending:
             if key in self._h and key in self.view:
                 self._reclassify(key)

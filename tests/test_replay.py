@@ -155,3 +155,22 @@ def test_ds4_issue_444_trace_reproduces_the_report():
     assert all(r.loaded_tokens == 32_768 and 8 <= r.ttft <= 12 for r in fresh[1:])
     working_set = working_set_bytes(reqs, ReplayConfig(capacity_bytes=1, policy="lru", profile=PROFILES["ds4"]))
     assert working_set > 2 * 256 * 10**9  # the store really is at capacity
+
+
+def test_replays_repeat_exactly_across_processes(tmp_path):
+    """Set iteration order changes with PYTHONHASHSEED; results must not."""
+    import os
+    import subprocess
+    import sys
+
+    trace = tmp_path / "t.jsonl"
+    from simulator.trace import write_trace
+    write_trace(str(trace), generate_openclaw(OpenClawConfig(sessions=12, session_gap_s=30, seed=4)))
+    outputs = set()
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        out = subprocess.run([sys.executable, "-m", "simulator.cli", "sweep", str(trace), "--capacities", "5%",
+                              "--policies", "prefix-chain,marconi,hicache,random", "--json"],
+                             capture_output=True, text=True, env=env, check=True).stdout
+        outputs.add(tuple(r["reprefill_seconds"] for r in json.loads(out)))
+    assert len(outputs) == 1

@@ -5,17 +5,20 @@ For a checkpoint ``e`` of ``t_e`` tokens whose nearest *stored* ancestor has
 ``t_a`` tokens (0 if none)::
 
     H(e)     = L_e + value(e)
-    value(e) = uses(e) · reuse(class(e)) · (t_e − t_a) / bytes(e)
+    value(e) = uses(e) · reuse(class(e)) · saved(e) / bytes(e)
+    saved(e) = (t_e − t_a) + (t_e² − t_a²) / (2 · context_scale)
     uses(e)  = 1 + own_hits(e) + prefix_weight · prefix_hits(e)
 
 and the lowest ``H`` is evicted first.
 
 Why each term:
 
-- ``t_e − t_a``: evicting ``e`` only costs the tokens between it and its nearest
-  stored ancestor — a request that would have matched ``e`` still loads
-  ``t_a`` tokens. A short prefix with nothing stored below it protects its
-  whole length; a checkpoint 4096 tokens past its stored parent protects 4096.
+- ``saved(e)``: evicting ``e`` only costs the prefill between it and its
+  nearest stored ancestor — a request that would have matched ``e`` still
+  loads ``t_a`` tokens. A short prefix with nothing stored below it protects
+  its whole length; a checkpoint 4096 tokens past its stored parent protects
+  4096, and more the deeper they sit, since attention makes each token of a
+  long context dearer (the quadratic term; ``context_scale=0`` drops it).
 - ``/ bytes(e)``: snapshots cost nearly as much space as their depth, so the
   saving is per byte of disk.
 - ``prefix_hits``: a hit on a deep checkpoint also passed through every shorter
@@ -64,6 +67,11 @@ class PrefixChainPolicy(Policy):
     :param learn_classes: weigh checkpoints by their class's learned reuse rate.
     :param admit_threshold: decline checkpoints whose class's relative reuse
         rate is below this while the store is full (0 admits everything).
+    :param marginal: count tokens from the nearest stored ancestor (True) or
+        from 0 (False).
+    :param class_floor: the least a class's learned weight can be (0..1).
+    :param context_scale: context length at which attention costs as much as
+        the rest of prefill (0: count tokens only).
     """
 
     name = "prefix-chain"
@@ -72,7 +80,7 @@ class PrefixChainPolicy(Policy):
 
     def __init__(self, *, prefix_weight: float = 0.5, learn_classes: bool = True,
                  admit_threshold: float = 0.0, marginal: bool = True,
-                 class_floor: float = 0.5, context_scale: float = 0.0) -> None:
+                 class_floor: float = 0.5, context_scale: float = 65_536.0) -> None:
         if not 0.0 <= prefix_weight <= 1.0:
             raise ValueError(f"prefix_weight must be in [0, 1], got {prefix_weight!r}")
         if not 0.0 <= admit_threshold <= 1.0:

@@ -42,7 +42,21 @@ class _RequestCounter:
         return count
 
 
-class HiCachePolicy(LRUPolicy):
+class _AdmitOnRepeat(LRUPolicy):
+    """LRU that writes a checkpoint only once it has been requested ``threshold`` times."""
+
+    def __init__(self, threshold: int, memory: int, argument: str) -> None:
+        super().__init__(count_prefix_hits=True)
+        if threshold < 1:
+            raise ValueError(f"{argument} must be >= 1, got {threshold}")
+        self._threshold = threshold
+        self._requests = _RequestCounter(memory)
+
+    def admit(self, candidate: EntryView, now: float) -> bool:
+        return self._requests.offer(candidate.key) >= self._threshold
+
+
+class HiCachePolicy(_AdmitOnRepeat):
     """Leaf-first LRU; writes a checkpoint only on its ``write_threshold``-th request.
 
     :param write_threshold: requests before a checkpoint is written (1 = write-through).
@@ -53,11 +67,8 @@ class HiCachePolicy(LRUPolicy):
     description = "SGLang HiCache-like: leaf-first LRU, write a checkpoint on its 2nd request"
 
     def __init__(self, *, write_threshold: int = 2, memory: int = 1_000_000) -> None:
-        super().__init__(count_prefix_hits=True)
-        if write_threshold < 1:
-            raise ValueError(f"write_threshold must be >= 1, got {write_threshold}")
+        super().__init__(write_threshold, memory, "write_threshold")
         self.write_threshold = write_threshold
-        self._requests = _RequestCounter(memory)
         self._parent: dict[str, str | None] = {}
 
     def score(self, key: str, now: float) -> tuple[int, float]:
@@ -76,11 +87,8 @@ class HiCachePolicy(LRUPolicy):
         if parent is not None and parent in self._last_use:
             self._rescore(parent, self._last_use[parent])  # may be a leaf again
 
-    def admit(self, candidate: EntryView, now: float) -> bool:
-        return self._requests.offer(candidate.key) >= self.write_threshold
 
-
-class VllmOffloadPolicy(LRUPolicy):
+class VllmOffloadPolicy(_AdmitOnRepeat):
     """LRU with frequency-gated admission.
 
     :param min_requests: requests before a checkpoint is written.
@@ -91,14 +99,8 @@ class VllmOffloadPolicy(LRUPolicy):
     description = "vLLM offload-like: LRU, admit a checkpoint once requested min_requests (2) times"
 
     def __init__(self, *, min_requests: int = 2, memory: int = 1_000_000) -> None:
-        super().__init__(count_prefix_hits=True)
-        if min_requests < 1:
-            raise ValueError(f"min_requests must be >= 1, got {min_requests}")
+        super().__init__(min_requests, memory, "min_requests")
         self.min_requests = min_requests
-        self._requests = _RequestCounter(memory)
-
-    def admit(self, candidate: EntryView, now: float) -> bool:
-        return self._requests.offer(candidate.key) >= self.min_requests
 
 
 class MarconiPolicy(Policy):

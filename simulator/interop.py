@@ -15,7 +15,6 @@ positions mean equal tokens, so each block becomes a span of content
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Iterable, Iterator
 from typing import IO
 
@@ -23,7 +22,7 @@ from kvstore.keys import Namespace, PrefixKeys
 
 from .replay import ReplayConfig
 from .tokens import TokenMaterializer
-from .trace import Request, TraceError
+from .trace import Request, TraceError, json_lines
 
 __all__ = ["import_mooncake", "export_libcachesim"]
 
@@ -32,14 +31,7 @@ def import_mooncake(source: IO[str], *, block_size: int = 512, session_field: st
     """Requests from a Mooncake-format JSONL stream; errors name line and field."""
     if block_size <= 0:
         raise ValueError(f"block_size must be > 0, got {block_size}")
-    for number, text in enumerate(source, start=1):
-        text = text.strip()
-        if not text:
-            continue
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise TraceError(f"not valid JSON: {exc.msg}", line=number) from None
+    for number, doc in json_lines(source):
         if not isinstance(doc, dict):
             raise TraceError("expected a JSON object", line=number)
         for name in ("timestamp", "input_length", "output_length", "hash_ids"):

@@ -33,7 +33,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-__all__ = ["Request", "TraceError", "read_trace", "write_trace", "load_trace", "FORMAT", "VERSION"]
+__all__ = ["Request", "TraceError", "read_trace", "write_trace", "load_trace", "json_lines", "FORMAT", "VERSION"]
 
 FORMAT = "kvsim-trace"
 VERSION = 1
@@ -104,6 +104,19 @@ def _parse(doc: Any, line: int) -> Request:
     return Request(session, float(t), tuple(spans), output, tags)
 
 
+def json_lines(source: IO[str]) -> Iterator[tuple[int, Any]]:
+    """``(line number, parsed document)`` of every non-blank line; a line that
+    is not JSON raises :class:`TraceError` naming it."""
+    for number, text in enumerate(source, start=1):
+        text = text.strip()
+        if not text:
+            continue
+        try:
+            yield number, json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise TraceError(f"not valid JSON: {exc.msg}", line=number) from None
+
+
 def read_trace(source: IO[str] | str) -> Iterator[Request]:
     """Yield the requests of a trace (a path or an open text file), validating
     every line; raises :class:`TraceError` naming the line and field."""
@@ -112,14 +125,7 @@ def read_trace(source: IO[str] | str) -> Iterator[Request]:
             yield from read_trace(fh)
         return
     last_t = -1.0
-    for number, text in enumerate(source, start=1):
-        text = text.strip()
-        if not text:
-            continue
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise TraceError(f"not valid JSON: {exc.msg}", line=number) from None
+    for number, doc in json_lines(source):
         if isinstance(doc, dict) and doc.get("format") == FORMAT:
             if doc.get("version") != VERSION:
                 raise TraceError(f"unsupported version {doc.get('version')!r}", line=number, field="version")

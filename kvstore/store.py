@@ -43,7 +43,7 @@ __all__ = ["CheckpointStore", "Match", "DEFAULT_POLICY"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_POLICY = "lru"
+DEFAULT_POLICY = "prefix-chain"
 SETTINGS_FILE = "settings.json"
 LOCK_FILE = "store.lock"
 _SETTINGS_VERSION = 1

@@ -261,7 +261,7 @@ def test_reopening_with_a_smaller_capacity_evicts_down_to_it(store_dir):
 
 def test_pin_keeps_a_prefix_through_eviction(store_dir):
     system = tokens_for(0, 16)
-    with open_store(store_dir, capacity=2 * MiB) as store:
+    with open_store(store_dir, capacity=2 * MiB, policy="lru") as store:  # lru: unpinned, it goes
         store.put(system, bytes(200_000))
         assert store.pin(system + [1, 2, 3]).tokens == 16
         for session in range(1, 10):

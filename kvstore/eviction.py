@@ -257,11 +257,7 @@ class EvictionManager:
     def _evict_for(self, nbytes: int, now: float) -> list[Entry]:
         evicted: list[Entry] = []
         while self.free_bytes < nbytes:
-            try:
-                key = self.policy.victim(now)
-            except Exception as exc:
-                raise self._fail(PolicyError(
-                    f"policy {self._policy_name()} raised in victim(): {exc!r}"), evicted) from exc
+            key = self._next_victim(now, evicted)
             if key is None:
                 if any(self.is_eligible(k) for k in self._entries):
                     raise self._fail(PolicyError(
@@ -270,18 +266,44 @@ class EvictionManager:
                 raise self._fail(CapacityError(
                     f"cannot free {nbytes} bytes: {self._pinned_bytes} bytes are pinned and "
                     f"{self._reserved} reserved of capacity_bytes={self.capacity_bytes}"), evicted)
-            if key not in self._entries:
-                raise self._fail(PolicyError(
-                    f"policy {self._policy_name()} named {key!r}, which is not stored"), evicted)
-            if not self.is_eligible(key):
-                raise self._fail(PolicyError(
-                    f"policy {self._policy_name()} named {key!r}, which is not eligible "
-                    f"(pinned, or has stored children in the chained layout)"), evicted)
-            evicted.append(self.remove(key))
-            self.evictions += 1
-            self.evicted_bytes += evicted[-1].size
+            self._evict(key, evicted)
         self._reserved += nbytes
         return evicted
+
+    def evict_some(self, count: int, now: float) -> list[Entry]:
+        """Evict up to ``count`` entries the policy names (fewer if it names
+        none), e.g. to free room in an index rather than bytes. Same contract
+        checks as :meth:`evict_for`."""
+        evicted: list[Entry] = []
+        for _ in range(count):
+            key = self._next_victim(now, evicted)
+            if key is None:
+                break
+            self._evict(key, evicted)
+        return evicted
+
+    def _next_victim(self, now: float, evicted: list[Entry]) -> str | None:
+        """Ask the policy for a victim and check it; ``None`` when it names none."""
+        try:
+            key = self.policy.victim(now)
+        except Exception as exc:
+            raise self._fail(PolicyError(
+                f"policy {self._policy_name()} raised in victim(): {exc!r}"), evicted) from exc
+        if key is None:
+            return None
+        if key not in self._entries:
+            raise self._fail(PolicyError(
+                f"policy {self._policy_name()} named {key!r}, which is not stored"), evicted)
+        if not self.is_eligible(key):
+            raise self._fail(PolicyError(
+                f"policy {self._policy_name()} named {key!r}, which is not eligible "
+                f"(pinned, or has stored children in the chained layout)"), evicted)
+        return key
+
+    def _evict(self, key: str, evicted: list[Entry]) -> None:
+        evicted.append(self.remove(key))
+        self.evictions += 1
+        self.evicted_bytes += evicted[-1].size
 
     @staticmethod
     def _fail(exc: Exception, evicted: list[Entry]) -> Exception:

@@ -669,11 +669,7 @@ class CheckpointStore:
         # per new entry shrink it steadily; evicting until the page count drops
         # would purge far more, as LMDB merges half-empty pages only lazily.
         if self._index.crowded(txn):
-            for _ in range(2):
-                key = manager.policy.victim(now)
-                if key is None or key not in manager or not manager.is_eligible(key):
-                    break
-                evicted.append(manager.remove(key))
+            evicted += manager.evict_some(2, now)
         records = []
         for entry in evicted:
             record = self._index.delete_entry(txn, entry.key)
@@ -690,14 +686,9 @@ class CheckpointStore:
     def _make_index_room(self) -> None:
         """Evict about 1/16 of the checkpoints (at least one) to free index pages."""
         with self._write() as txn:
-            now = self._clock()
             records = []
-            for _ in range(max(1, len(self._manager) // 16)):
-                key = self._manager.policy.victim(now)
-                if key is None or key not in self._manager or not self._manager.is_eligible(key):
-                    break
-                self._manager.remove(key)
-                record = self._index.delete_entry(txn, key)
+            for entry in self._manager.evict_some(max(1, len(self._manager) // 16), self._clock()):
+                record = self._index.delete_entry(txn, entry.key)
                 if record is not None:
                     records.append(record)
             if not records:

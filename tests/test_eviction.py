@@ -160,3 +160,16 @@ def test_registry_lists_and_builds_policies():
         policies.resolve(object())
     with pytest.raises(TypeError, match="no option 'half_lfe_s'; options: half_life_s, count_prefix_hits"):
         policies.get("ds4-density", half_lfe_s=1)
+
+
+def test_evict_some_evicts_up_to_count_with_the_same_contract_checks():
+    m = EvictionManager(100, LRUPolicy(), block_tokens=4)
+    fill(m, chain(3))
+    assert [e.key for e in m.evict_some(2, now=9)] == ["k1", "k2"]
+    assert len(m) == 1 and m.evictions == 2
+    assert [e.key for e in m.evict_some(5, now=10)] == ["k3"] and len(m) == 0
+    assert m.evict_some(1, now=11) == []
+    broken = EvictionManager(100, Ghost(), block_tokens=4)
+    fill(broken, chain(2))
+    with pytest.raises(PolicyError, match="not stored"):
+        broken.evict_some(1, now=5)

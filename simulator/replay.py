@@ -252,9 +252,11 @@ def _write_checkpoints(manager: EvictionManager, config: ReplayConfig, prefix: P
                       anchor=prefix.key(prefix.anchor(n)) if is_tail else None)
         if not manager.admit(entry, now):
             continue
-        try:
-            manager.evict_for(entry.size, now)
+        try:  # in chained, the new block's ancestors must outlive the eviction it causes
+            manager.evict_for(entry.size, now, protect=entry.ancestors if config.layout == "chained" else ())
         except CapacityError:
+            if config.layout == "chained":
+                break  # no block past this one could be loaded either
             continue
         manager.insert(entry, now)
         written += entry.size

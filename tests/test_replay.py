@@ -174,3 +174,18 @@ def test_replays_repeat_exactly_across_processes(tmp_path):
                              capture_output=True, text=True, env=env, check=True).stdout
         outputs.add(tuple(r["reprefill_seconds"] for r in json.loads(out)))
     assert len(outputs) == 1
+
+
+def test_chained_replay_under_pressure_never_stores_an_orphan_block():
+    """Making room for a block must not evict that block's own ancestors."""
+    from policies import LRUPolicy
+
+    reqs = generate_openclaw(OpenClawConfig(sessions=6, turns=(3, 5), session_gap_s=20, seed=9))
+    policy = LRUPolicy()
+    config = ReplayConfig(capacity_bytes=40 * FLAT.block_bytes(256), policy=policy, profile=FLAT,
+                          layout="chained", block_tokens=256)
+    metrics = replay(reqs, config)
+    manager = policy.view
+    assert metrics.evictions > 100
+    manager._check()
+    assert all(manager.get(k).parent is None or manager.get(k).parent in manager for k in manager)

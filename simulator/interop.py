@@ -66,15 +66,9 @@ def export_libcachesim(requests: Iterable[Request], sink: IO[str], config: Repla
     ns = Namespace(config.namespace)
     tokens_of = TokenMaterializer()
     rows = 0
-    block = config.block_tokens
     for request in requests:
-        prefix = PrefixKeys(ns, tokens_of.tokens(request.prompt), block)
-        total = len(prefix)
-        lengths = list(prefix.aligned_lengths)
-        if config.write_tail and total % block:
-            lengths.append(total)
-        for n in lengths:
-            anchor = prefix.anchor(n) if n % block else n - block
-            writer.writerow([f"{request.t:.3f}", int(prefix.key(n)[:15], 16), config.entry_bytes(n, anchor)])
+        prefix = PrefixKeys(ns, tokens_of.tokens(request.prompt), config.block_tokens)
+        for n in config.checkpoint_lengths(len(prefix)):
+            writer.writerow([f"{request.t:.3f}", int(prefix.key(n)[:15], 16), config.entry_bytes(n)])
             rows += 1
     return rows

@@ -74,12 +74,28 @@ class ReplayConfig:
         if self.layout not in ("snapshot", "chained"):
             raise ValueError(f"layout must be 'snapshot' or 'chained', got {self.layout!r}")
 
-    def entry_bytes(self, tokens: int, anchor: int) -> int:
-        """Bytes of the checkpoint ``[0, tokens)`` (snapshot) or of its block
-        ``[anchor, tokens)`` (chained)."""
+    def checkpoint_lengths(self, total: int, after: int = 0) -> list[int]:
+        """Lengths of the checkpoints an engine writes for a prompt of ``total``
+        tokens once it has ``after`` of them: every block boundary past ``after``
+        and, with ``write_tail``, the exact end of the prompt.
+
+        >>> from simulator.costmodel import PROFILES
+        >>> ReplayConfig(1, "lru", PROFILES["ds4"], block_tokens=4).checkpoint_lengths(10, after=4)
+        [8, 10]
+        """
+        block = self.block_tokens
+        lengths = list(range((after // block + 1) * block, total + 1, block))
+        if self.write_tail and total % block and total > after:
+            lengths.append(total)
+        return lengths
+
+    def entry_bytes(self, tokens: int) -> int:
+        """Bytes of the checkpoint ``[0, tokens)`` (snapshot), or of its own block
+        (chained: from the previous block boundary, or from its anchor for a tail)."""
         if self.layout == "snapshot":
             return self.profile.checkpoint_bytes(tokens)
-        return self.profile.block_bytes(tokens - anchor)
+        block = self.block_tokens
+        return self.profile.block_bytes(tokens % block or block)
 
 
 @dataclass
@@ -232,22 +248,17 @@ def _write_checkpoints(manager: EvictionManager, config: ReplayConfig, prefix: P
                        loaded: int, now: float) -> int:
     """The engine writes checkpoints past what it loaded; returns bytes written."""
     block = config.block_tokens
-    total = len(prefix)
-    lengths = list(range((loaded // block + 1) * block, total + 1, block))
-    if config.write_tail and total % block and total > loaded:
-        lengths.append(total)
     written = 0
-    for n in lengths:
+    for n in config.checkpoint_lengths(len(prefix), after=loaded):
         key = prefix.key(n)
         if key in manager:
             continue
         is_tail = n % block != 0
-        anchor = prefix.anchor(n) if is_tail else n - block
         if config.layout == "chained":
             parent = prefix.parent_key(n)
             if parent is not None and parent not in manager:
                 break  # a block whose ancestors are gone could never be loaded
-        entry = Entry(key, tokens=n, size=config.entry_bytes(n, anchor), parent=prefix.parent_key(n),
+        entry = Entry(key, tokens=n, size=config.entry_bytes(n), parent=prefix.parent_key(n),
                       ancestors=prefix.ancestor_keys(n), is_tail=is_tail,
                       anchor=prefix.key(prefix.anchor(n)) if is_tail else None)
         if not manager.admit(entry, now):
@@ -270,17 +281,11 @@ def working_set_bytes(requests: Iterable[Request], config: ReplayConfig) -> int:
     tokens_of = TokenMaterializer()
     seen: set[bytes] = set()
     total = 0
-    block = config.block_tokens
     for request in requests:
-        prefix = PrefixKeys(namespace, tokens_of.tokens(request.prompt), block)
-        n_tokens = len(prefix)
-        lengths = list(range(block, n_tokens + 1, block))
-        if config.write_tail and n_tokens % block:
-            lengths.append(n_tokens)
-        for n in lengths:
+        prefix = PrefixKeys(namespace, tokens_of.tokens(request.prompt), config.block_tokens)
+        for n in config.checkpoint_lengths(len(prefix)):
             key = bytes.fromhex(prefix.key(n))
             if key not in seen:
                 seen.add(key)
-                anchor = prefix.anchor(n) if n % block else n - block
-                total += config.entry_bytes(n, anchor)
+                total += config.entry_bytes(n)
     return total

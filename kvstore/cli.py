@@ -24,18 +24,11 @@ from collections.abc import Sequence
 
 from .errors import KVStoreError
 from .store import CheckpointStore
+from .units import human_bytes
 
 __all__ = ["main", "rebuild_index"]
 
 log = logging.getLogger(__name__)
-
-
-def _human(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 def rebuild_index(path: str) -> str:
@@ -60,12 +53,12 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     console = Console()
     console.print(f"[bold]{stats['path']}[/]  namespace={stats['namespace']!r}  "
                   f"block_tokens={stats['block_tokens']}  layout={stats['layout']}")
-    console.print(f"capacity {_human(stats['capacity_bytes'])}, used {_human(stats['bytes'])} "
-                  f"(index slice {_human(stats['index_bytes'])})")
+    console.print(f"capacity {human_bytes(stats['capacity_bytes'])}, used {human_bytes(stats['bytes'])} "
+                  f"(index slice {human_bytes(stats['index_bytes'])})")
     table = Table("tier", "entries", "bytes", "capacity", "pinned", "tails")
     for name, tier in stats["tiers"].items():
-        table.add_row(name, str(tier["entries"]), _human(tier["bytes"]), _human(tier["capacity_bytes"]),
-                      _human(tier["pinned_bytes"]), str(tier["tail_entries"]))
+        table.add_row(name, str(tier["entries"]), human_bytes(tier["bytes"]), human_bytes(tier["capacity_bytes"]),
+                      human_bytes(tier["pinned_bytes"]), str(tier["tail_entries"]))
     console.print(table)
     console.print(f"hits {stats['hits']}  misses {stats['misses']}  puts {stats['puts']}  "
                   f"declined {stats['declined']}  evictions {stats['evictions']}  "

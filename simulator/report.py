@@ -4,20 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["print_table", "plot_sweep", "human_bytes"]
+from kvstore.units import human_bytes
 
-
-def human_bytes(n: float) -> str:
-    """Bytes in binary units.
-
-    >>> human_bytes(3 * 2**30)
-    '3.0 GiB'
-    """
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if abs(n) < 1024 or unit == "PiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+__all__ = ["print_table", "plot_sweep"]
 
 
 def print_table(results: Sequence[dict], console=None, title: str | None = None) -> None:

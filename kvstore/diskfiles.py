@@ -52,12 +52,13 @@ def _fsync_dir(path: str) -> None:
 class DiskFiles:
     """The payload files of one store directory (no index, no accounting)."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, *, create: bool = True) -> None:
+        """``create=False`` (a store opened read-only) makes no directories."""
         self.root = root
         self.data_dir = os.path.join(root, _DATA)
         self.tmp_dir = os.path.join(root, _TMP)
         self.quarantine_dir = os.path.join(root, _QUARANTINE)
-        for path in (self.data_dir, self.tmp_dir, self.quarantine_dir):
+        for path in (self.data_dir, self.tmp_dir, self.quarantine_dir) if create else ():
             os.makedirs(path, mode=0o700, exist_ok=True)
             if os.path.islink(path):
                 raise CorruptFileError(f"{path} is a symlink; refusing to use it")

@@ -143,7 +143,7 @@ class CheckpointStore:
             self.block_tokens: int = settings["block_tokens"]
             self.layout: str = settings["layout"]
             self.index_bytes: int = settings["index_bytes"]
-            self._files = DiskFiles(self.path) if not self.readonly else _ReadOnlyFiles(self.path)
+            self._files = DiskFiles(self.path, create=not self.readonly)
             self._index = self._open_index()
         except BaseException:
             self._release_lock()
@@ -857,16 +857,6 @@ class CheckpointStore:
             assert set(records) == set(self._manager), "index and manager disagree"
             total = sum(r.size for r in records.values())
             assert total + self.index_bytes <= self.capacity_bytes, (total, self.capacity_bytes)
-
-
-class _ReadOnlyFiles(DiskFiles):
-    """Payload files of a store opened read-only: creates nothing."""
-
-    def __init__(self, root: str) -> None:  # noqa: D107 - no directories created
-        self.root = root
-        self.data_dir = os.path.join(root, "data")
-        self.tmp_dir = os.path.join(root, "tmp")
-        self.quarantine_dir = os.path.join(root, "quarantine")
 
 
 def _check_capacity(capacity: int, index_bytes: int) -> None:

@@ -4,6 +4,7 @@ Examples::
 
     kvstore stats /var/cache/kv            # entries, bytes per tier, hits, evictions
     kvstore stats /var/cache/kv --json     # the same, machine-readable
+    kvstore stats /var/cache/kv --cold /mnt/slow/kv   # with its cold tier
     kvstore verify /var/cache/kv           # re-read every file, check every checksum
     kvstore verify /var/cache/kv --repair  # quarantine bad files, rebuild a damaged index
 
@@ -42,7 +43,7 @@ def rebuild_index(path: str) -> str:
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
-    with CheckpointStore(args.path, readonly=True) as store:
+    with CheckpointStore(args.path, readonly=True, cold_path=args.cold) as store:
         stats = store.stats()
     if args.json:
         print(json.dumps(stats, indent=2))
@@ -55,11 +56,20 @@ def _cmd_stats(args: argparse.Namespace) -> int:
                   f"block_tokens={stats['block_tokens']}  layout={stats['layout']}")
     console.print(f"capacity {human_bytes(stats['capacity_bytes'])}, used {human_bytes(stats['bytes'])} "
                   f"(index slice {human_bytes(stats['index_bytes'])})")
-    table = Table("tier", "entries", "bytes", "capacity", "pinned", "tails")
+    table = Table("tier", "entries", "bytes", "capacity", "hits", "misses", "promotions",
+                  "demotions", "evictions", "compression")
     for name, tier in stats["tiers"].items():
-        table.add_row(name, str(tier["entries"]), human_bytes(tier["bytes"]), human_bytes(tier["capacity_bytes"]),
-                      human_bytes(tier["pinned_bytes"]), str(tier["tail_entries"]))
+        if name == "pending":
+            continue  # writes queued by this process; a separate process never has any
+        table.add_row(name, str(tier["entries"]), human_bytes(tier["bytes"]),
+                      human_bytes(tier["capacity_bytes"]), str(tier["hits"]), str(tier["misses"]),
+                      str(tier["promotions"]), str(tier["demotions"]), str(tier["evictions"]),
+                      f"{tier['compression_ratio']:.2f}x")
     console.print(table)
+    disk = stats["tiers"]["disk"]
+    console.print(f"disk: pinned {human_bytes(disk['pinned_bytes'])}, {disk['tail_entries']} tails"
+                  + (f", {human_bytes(disk['snapshot_equivalent_bytes'])} as snapshots"
+                     if "snapshot_equivalent_bytes" in disk else ""))
     console.print(f"hits {stats['hits']}  misses {stats['misses']}  puts {stats['puts']}  "
                   f"declined {stats['declined']}  evictions {stats['evictions']}  "
                   f"quarantined {stats['quarantined']}")
@@ -100,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Print a store's counts and bytes per tier (opens it read-only).")
     stats.add_argument("path", help="the store directory")
     stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    stats.add_argument("--cold", metavar="COLD_PATH", default=None,
+                       help="also report the store's cold tier in COLD_PATH (the RAM tier lives "
+                            "inside each process and is not visible from here)")
     stats.set_defaults(func=_cmd_stats)
     verify = sub.add_parser(
         "verify", help="re-read every payload and check its checksum",

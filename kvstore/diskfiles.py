@@ -29,14 +29,32 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import replace
 
+import zstandard
+
 from .errors import CorruptFileError
 from .fileformat import Header, payload_view
 
-__all__ = ["DiskFiles", "CHUNK_BYTES"]
+__all__ = ["DiskFiles", "CHUNK_BYTES", "stored_size_bound"]
 
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 8 << 20
+_THREADED_ZSTD_BYTES = 8 << 20  # multithreaded compression pays from a few chunks up
+
+
+def stored_size_bound(header: Header, *, compressed: bool) -> int:
+    """Most bytes the file of ``header`` (``payload_len`` uncompressed) can take.
+
+    zstd never expands input by more than 1/128 plus a small constant.
+
+    >>> h = Header(namespace_hash=b"n" * 8, key="ab" * 20, tokens=4, payload_len=1000, checksum=0)
+    >>> stored_size_bound(h, compressed=False) == h.file_size
+    True
+    """
+    if not compressed:
+        return header.file_size
+    n = header.payload_len
+    return replace(header, raw_len=n).header_len + n + (n >> 7) + 4096
 _DATA, _TMP, _QUARANTINE = "data", "tmp", "quarantine"
 _SUFFIX = ".kv"
 
@@ -76,26 +94,30 @@ class DiskFiles:
         return os.path.join(self.data_dir, name[:2], name)
 
     # ---------------------------------------------------------------- write
-    def write(self, header: Header, payload: memoryview, *, durable: bool = True) -> tuple[str, int]:
+    def write(self, header: Header, payload: memoryview, *, durable: bool = True,
+              compression_level: int | None = None) -> tuple[str, int]:
         """Write one payload file; return ``(name, file size)``.
 
-        ``header.checksum`` and ``payload_len`` are filled in here. On any
-        error the temp file is removed and the error propagates.
+        ``header.checksum`` and ``payload_len`` are filled in here. With a
+        ``compression_level`` the payload is stored as one zstd frame
+        (multithreaded for large payloads), checksummed before compression.
+        On any error the temp file is removed and the error propagates.
         Runtime complexity: O(payload bytes), one pass.
         """
-        header = replace(header, payload_len=payload.nbytes, checksum=0)
+        raw_len = payload.nbytes if compression_level is not None else None
+        header = replace(header, payload_len=payload.nbytes, checksum=0, raw_len=raw_len)
         head_len = header.header_len
         tmp = os.path.join(self.tmp_dir, f"{secrets.token_hex(8)}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             try:
                 os.lseek(fd, head_len, os.SEEK_SET)
-                crc = 0
-                for start in range(0, payload.nbytes, CHUNK_BYTES):
-                    chunk = payload[start : start + CHUNK_BYTES]
-                    crc = zlib.crc32(chunk, crc)
-                    _write_all(fd, chunk)
-                final = replace(header, checksum=crc).encode()
+                if compression_level is None:
+                    crc, stored = _write_plain(fd, payload), payload.nbytes
+                else:
+                    crc, stored = _write_zstd(fd, payload, compression_level)
+                header = replace(header, checksum=crc, payload_len=stored)
+                final = header.encode()
                 if os.pwrite(fd, final, 0) != len(final):
                     raise OSError(errno.EIO, "short header write", tmp)
                 if durable:
@@ -120,7 +142,7 @@ class DiskFiles:
                 raise OSError(exc.errno, f"{exc.strerror} while writing a checkpoint into {self.root}",
                               tmp) from exc
             raise
-        return name, head_len + payload.nbytes
+        return name, head_len + header.payload_len
 
     # ----------------------------------------------------------------- read
     def read_header(self, name: str) -> Header:
@@ -147,16 +169,10 @@ class DiskFiles:
             size = os.fstat(fd).st_size
             if size != header.file_size:
                 raise CorruptFileError(f"{name}: file is {size} bytes, header says {header.file_size}")
-            buffer = bytearray(header.payload_len)
-            view = memoryview(buffer)
-            crc = 0
-            pos = header.header_len
-            for start in range(0, header.payload_len, CHUNK_BYTES):
-                chunk = view[start : start + CHUNK_BYTES]
-                got = os.preadv(fd, [chunk], pos + start)
-                if got != len(chunk):
-                    raise CorruptFileError(f"{name}: truncated payload")
-                crc = zlib.crc32(chunk, crc)
+            if header.compressed:
+                buffer, crc = _read_zstd(fd, header, name)
+            else:
+                buffer, crc = _read_plain(fd, header, name)
             if crc != header.checksum:
                 raise CorruptFileError(f"{name}: payload checksum mismatch")
             return header, payload_view(buffer, header)
@@ -249,6 +265,65 @@ def _valid_name(name: str) -> bool:
         and dot == "." and rest.endswith(_SUFFIX) and len(rest) == 8 + len(_SUFFIX)
         and all(c in "0123456789abcdef" for c in rest[:8])
     )
+
+
+def _write_plain(fd: int, payload: memoryview) -> int:
+    crc = 0
+    for start in range(0, payload.nbytes, CHUNK_BYTES):
+        chunk = payload[start : start + CHUNK_BYTES]
+        crc = zlib.crc32(chunk, crc)
+        _write_all(fd, chunk)
+    return crc
+
+
+def _write_zstd(fd: int, payload: memoryview, level: int) -> tuple[int, int]:
+    threads = -1 if payload.nbytes >= _THREADED_ZSTD_BYTES else 0
+    compressor = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
+    stream = compressor.compressobj(size=payload.nbytes)
+    crc = stored = 0
+    for start in range(0, payload.nbytes, CHUNK_BYTES):
+        chunk = payload[start : start + CHUNK_BYTES]
+        crc = zlib.crc32(chunk, crc)
+        out = stream.compress(chunk)
+        _write_all(fd, memoryview(out))
+        stored += len(out)
+    out = stream.flush()
+    _write_all(fd, memoryview(out))
+    return crc, stored + len(out)
+
+
+def _read_plain(fd: int, header: Header, name: str) -> tuple[bytearray, int]:
+    buffer = bytearray(header.payload_len)
+    view = memoryview(buffer)
+    crc = 0
+    for start in range(0, header.payload_len, CHUNK_BYTES):
+        chunk = view[start : start + CHUNK_BYTES]
+        if os.preadv(fd, [chunk], header.header_len + start) != len(chunk):
+            raise CorruptFileError(f"{name}: truncated payload")
+        crc = zlib.crc32(chunk, crc)
+    return buffer, crc
+
+
+def _read_zstd(fd: int, header: Header, name: str) -> tuple[bytearray, int]:
+    buffer = bytearray(header.data_len)
+    stream = zstandard.ZstdDecompressor().decompressobj()
+    filled = 0
+    try:
+        for start in range(0, header.payload_len, CHUNK_BYTES):
+            size = min(CHUNK_BYTES, header.payload_len - start)
+            chunk = os.pread(fd, size, header.header_len + start)
+            if len(chunk) != size:
+                raise CorruptFileError(f"{name}: truncated payload")
+            out = stream.decompress(chunk)
+            if filled + len(out) > len(buffer):
+                raise CorruptFileError(f"{name}: payload decompresses past its length")
+            buffer[filled : filled + len(out)] = out
+            filled += len(out)
+    except zstandard.ZstdError as exc:
+        raise CorruptFileError(f"{name}: compressed payload is damaged ({exc})") from None
+    if filled != len(buffer) or not stream.eof:
+        raise CorruptFileError(f"{name}: compressed payload is truncated")
+    return buffer, zlib.crc32(buffer)
 
 
 def _write_all(fd: int, chunk: memoryview) -> None:

@@ -205,6 +205,10 @@ class EvictionManager:
                 return n, key
         return None
 
+    def tails_at(self, anchor: str) -> dict[str, int]:
+        """Tails stored under the aligned key ``anchor``: ``{tail key: tokens}``."""
+        return dict(self._tails.get(anchor, {}))
+
     # --------------------------------------------------------------- events
     def admit(self, candidate: Entry, now: float) -> bool:
         """Ask the policy whether ``candidate`` should be written at all."""

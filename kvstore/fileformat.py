@@ -3,11 +3,15 @@
 Layout (little-endian), ``header_len`` bytes of header then ``payload_len``
 bytes of payload::
 
-    magic "KVCKPT\\r\\n" | version u16 | header_len u32 | flags u16 (tail, numpy, parent, anchor)
+    magic "KVCKPT\\r\\n" | version u16 | header_len u32 | flags u16 (tail, numpy, parent, anchor, zstd)
     namespace hash 8s | key 20s | parent 20s | anchor 20s
     tokens u64 | payload_len u64 | payload crc32 u32 | priority i32
     inserted_at f64 | n_ancestors u32 | dtype_len u8 | ndim u8 | 2 pad bytes
-    ancestors 20s * n | dtype ascii | shape u64 * ndim | header crc32 u32
+    ancestors 20s * n | dtype ascii | shape u64 * ndim | [raw_len u64 if zstd] | header crc32 u32
+
+With the ``zstd`` flag (files of a cold tier) the payload is one zstd frame of
+``payload_len`` bytes that decompresses to ``raw_len`` bytes; the CRC32 always
+covers the uncompressed bytes, so a checksum means the same in every tier.
 
 The header alone is enough to rebuild the index entry (``kvstore verify
 --repair``). Numpy payloads record dtype and shape, so they come back as arrays
@@ -39,6 +43,7 @@ FLAG_TAIL = 1
 FLAG_NUMPY = 2
 FLAG_PARENT = 4
 FLAG_ANCHOR = 8
+FLAG_ZSTD = 16
 MAX_HEADER_BYTES = 1 << 20
 _NUMERIC_KINDS = "biufc"
 _ZERO_KEY = bytes(20)
@@ -73,11 +78,22 @@ class Header:
     inserted_at: float = 0.0
     dtype: str | None = None  #: numpy dtype string for array payloads, else None
     shape: tuple[int, ...] = field(default=())
+    raw_len: int | None = None  #: uncompressed payload length of a zstd payload, else None
+
+    @property
+    def compressed(self) -> bool:
+        return self.raw_len is not None
+
+    @property
+    def data_len(self) -> int:
+        """Length of the payload as the caller stored it (uncompressed)."""
+        return self.payload_len if self.raw_len is None else self.raw_len
 
     @property
     def header_len(self) -> int:
         dtype_len = len(self.dtype.encode("ascii")) if self.dtype else 0
-        return _FIXED.size + 20 * len(self.ancestors) + dtype_len + 8 * len(self.shape) + _CRC.size
+        return (_FIXED.size + 20 * len(self.ancestors) + dtype_len + 8 * len(self.shape)
+                + (8 if self.compressed else 0) + _CRC.size)
 
     @property
     def file_size(self) -> int:
@@ -87,7 +103,8 @@ class Header:
         dtype = self.dtype.encode("ascii") if self.dtype else b""
         flags = ((FLAG_TAIL if self.is_tail else 0) | (FLAG_NUMPY if self.dtype else 0)
                  | (FLAG_PARENT if self.parent is not None else 0)
-                 | (FLAG_ANCHOR if self.anchor is not None else 0))
+                 | (FLAG_ANCHOR if self.anchor is not None else 0)
+                 | (FLAG_ZSTD if self.compressed else 0))
         parts = [
             _FIXED.pack(
                 MAGIC, FORMAT_VERSION, self.header_len, flags, self.namespace_hash,
@@ -99,6 +116,7 @@ class Header:
             b"".join(_key_bytes(a, "ancestor") for a in self.ancestors),
             dtype,
             struct.pack(f"<{len(self.shape)}Q", *self.shape),
+            struct.pack("<Q", self.raw_len) if self.compressed else b"",
         ]
         body = b"".join(parts)
         return body + _CRC.pack(zlib.crc32(body))
@@ -120,7 +138,8 @@ class Header:
             raise CorruptFileError("not a kvstore checkpoint file (bad magic)")
         if version != FORMAT_VERSION:
             raise CorruptFileError(f"unsupported format version {version}")
-        expected = _FIXED.size + 20 * n_anc + dtype_len + 8 * ndim + _CRC.size
+        expected = (_FIXED.size + 20 * n_anc + dtype_len + 8 * ndim
+                    + (8 if flags & FLAG_ZSTD else 0) + _CRC.size)
         if header_len != expected or header_len > MAX_HEADER_BYTES:
             raise CorruptFileError(f"inconsistent header length {header_len}")
         if len(data) < header_len:
@@ -135,16 +154,19 @@ class Header:
         dtype = body[pos : pos + dtype_len].decode("ascii") if flags & FLAG_NUMPY else None
         pos += dtype_len
         shape = struct.unpack_from(f"<{ndim}Q", body, pos)
+        pos += 8 * ndim
+        raw_len = struct.unpack_from("<Q", body, pos)[0] if flags & FLAG_ZSTD else None
+        data_len = payload_len if raw_len is None else raw_len
         if dtype is not None:
             _check_dtype(dtype)
-            if int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize != payload_len:
+            if int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize != data_len:
                 raise CorruptFileError("shape and dtype disagree with payload length")
         return cls(
             namespace_hash=ns, key=key.hex(), tokens=tokens, payload_len=payload_len,
             checksum=checksum, parent=parent.hex() if flags & FLAG_PARENT else None,
             anchor=anchor.hex() if flags & FLAG_ANCHOR else None,
             ancestors=ancestors, is_tail=bool(flags & FLAG_TAIL), priority=priority,
-            inserted_at=inserted_at, dtype=dtype, shape=tuple(shape),
+            inserted_at=inserted_at, dtype=dtype, shape=tuple(shape), raw_len=raw_len,
         )
 
 

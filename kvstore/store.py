@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import lmdb
@@ -32,12 +32,14 @@ import lmdb
 from policies.base import Policy
 from policies.registry import resolve
 
-from .diskfiles import DiskFiles
+from .diskfiles import DiskFiles, stored_size_bound
 from .errors import CapacityError, ConfigMismatchError, CorruptFileError, KVStoreError, StoreUnavailableError
 from .eviction import LAYOUTS, Entry, EvictionManager
 from .fileformat import Header, payload_descriptor
 from .index import EntryRecord, Index
 from .keys import Namespace, PrefixKeys, TokensLike, check_block_tokens
+from .memtier import MemoryTier, frozen_copy
+from .writer import BackgroundWriter
 
 __all__ = ["CheckpointStore", "Match", "DEFAULT_POLICY"]
 
@@ -53,6 +55,8 @@ _MIN_PAYLOAD_BYTES = 64 << 10
 _LOCK_FILES_ALLOWANCE = 64 << 10  # lock.mdb, store.lock and settings.json
 _QUARANTINE_RID = "quarantine"
 _MAP_FULL_RETRIES = 64
+TIERS = ("ram", "pending", "disk", "cold")  #: fastest first
+_UNBOUNDED = 1 << 62
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +65,9 @@ class Match:
 
     tokens: int  #: how many leading tokens it covers
     key: str  #: its key (hex SHA1)
-    tier: str = "disk"  #: where it lives
+    tier: str = "disk"  #: where it lives: "ram", "pending" (queued write), "disk" or "cold"
     is_tail: bool = False  #: True when it ends off the block grid
+    chain: tuple[str, ...] = ()  #: chained layout: keys of its blocks, first to last
 
 
 def _default_index_bytes(capacity: int) -> int:
@@ -89,12 +94,26 @@ class CheckpointStore:
     :param pin_quota_bytes: most bytes pins may hold (default: half the payload budget).
     :param readonly: open for inspection: no writes, no repair.
     :param clock: seconds since an epoch; time passed to the policy.
+    :param ram_bytes: budget of a RAM tier in this process (default 0: none).
+        Checkpoints just written or just loaded are served from memory, as
+        read-only copies; its own ``ram_policy`` (default ``"lru"``) evicts.
+    :param cold_path: directory of a cold tier (another disk, a network mount):
+        a store of its own, zstd-compressed, with ``cold_capacity_bytes``
+        (required when it is new) and its own ``cold_policy`` (default: the
+        same policy name as ``policy``). Checkpoints evicted from disk are
+        demoted there; a hit there is promoted back to disk.
+    :param compression_level: zstd level of the cold tier (default 1: KV tensors
+        gain next to nothing from higher levels; negative is faster, up to 22 smaller).
+    :param max_pending_writes: most ``put(..., durable=False)`` writes waiting
+        for the background writer; past it the oldest waiting one is dropped.
 
     Raises ``ValueError``/``TypeError`` naming a bad argument,
     :class:`~kvstore.errors.ConfigMismatchError` when an existing store was
     created with other settings, and :class:`~kvstore.errors.StoreUnavailableError`
     when the directory cannot be used.
     """
+
+    _compression_level: int | None = None  # set by the cold tier
 
     def __init__(
         self,
@@ -109,7 +128,16 @@ class CheckpointStore:
         pin_quota_bytes: int | None = None,
         readonly: bool = False,
         clock: Callable[[], float] = time.time,
+        ram_bytes: int = 0,
+        ram_policy: str | Policy = "lru",
+        cold_path: str | os.PathLike[str] | None = None,
+        cold_capacity_bytes: int | None = None,
+        cold_policy: str | Policy | None = None,
+        compression_level: int | None = None,
+        max_pending_writes: int = 16,
     ) -> None:
+        _check_tier_arguments(ram_bytes, cold_path, cold_capacity_bytes, compression_level,
+                              max_pending_writes)
         if capacity_bytes is not None:
             if isinstance(capacity_bytes, bool) or not isinstance(capacity_bytes, int):
                 raise TypeError(f"capacity_bytes must be an int, not {type(capacity_bytes).__name__}")
@@ -133,6 +161,12 @@ class CheckpointStore:
         self._pending_hits: dict[str, tuple[int, float]] = {}
         self._pending_counters: dict[str, int] = {}
         self._generation: int | None = None
+        ram_policy_instance = resolve(ram_policy) if ram_bytes else None
+        self._ram: MemoryTier | None = None
+        self._cold: CheckpointStore | None = None
+        self._writer: BackgroundWriter[str] | None = None
+        self._max_pending_writes = max_pending_writes
+        self._session = {"ram_promotions": 0, "dropped_writes": 0, "write_errors": 0}
         self._open_directory()
         try:
             exclusive = self._acquire_lock()
@@ -163,6 +197,12 @@ class CheckpointStore:
                 pin_quota_bytes=pin_quota_bytes if pin_quota_bytes is not None
                 else (capacity - self.index_bytes) // 2,
             )
+            self._pending = MemoryTier(_UNBOUNDED, resolve("fifo"), block_tokens=self.block_tokens)
+            if ram_policy_instance is not None:
+                self._ram = MemoryTier(ram_bytes, ram_policy_instance, block_tokens=self.block_tokens)
+            if cold_path is not None:
+                self._cold = self._open_cold(cold_path, cold_capacity_bytes, cold_policy, policy,
+                                             compression_level)
             if exclusive and not self.readonly:
                 self._reconcile()
             self._sync(force=True)
@@ -447,56 +487,263 @@ class CheckpointStore:
     def lookup(self, tokens: TokensLike) -> Match | None:
         """The longest stored checkpoint that is a prefix of ``tokens``, or ``None``.
 
-        Considers every aligned prefix and the tails anchored on them; counts
-        a hit on the match and a prefix hit on each of its stored ancestors.
-        Runtime complexity: O(len(tokens)) hashing + O(blocks) index probes.
+        Considers every aligned prefix and the tails anchored on them, in every
+        tier (a tie goes to the fastest tier); in the ``chained`` layout only
+        prefixes whose every block is stored somewhere. Counts a hit on the
+        match (in each tier holding it) and a prefix hit on its stored ancestors.
+        Runtime complexity: O(len(tokens)) hashing + O(blocks * tiers) probes.
         """
         self._check_open()
         prefix = self._prefix_keys(tokens)
         with self._lock:
             self._sync()
-            found = self._manager.longest_match(prefix)
+            if self._cold is not None:
+                with self._cold._lock:
+                    self._cold._sync()
+            found = self._longest_match(prefix)
+            tier = None if found is None else self._tier_of(found[1])
+            self._count_lookup(tier)
             if found is None:
-                self._count("misses")
                 return None
-            n_tokens, key = found
-            now = self._clock()
-            self._manager.record_hit(key, now)
-            hits, _ = self._pending_hits.get(key, (0, now))
-            self._pending_hits[key] = (hits + 1, now)
-            self._count("hits")
-            return Match(tokens=n_tokens, key=key, tier="disk", is_tail=self._manager.get(key).is_tail)
+            n_tokens, key, chain = found
+            self._record_hit(key, self._clock())
+            return Match(tokens=n_tokens, key=key, tier=tier,
+                         is_tail=n_tokens % self.block_tokens != 0, chain=chain)
 
     def load(self, match: Match) -> Any:
         """The payload of ``match``: bytes, or a numpy array as it was stored.
 
-        Returns ``None`` when the checkpoint vanished (evicted meanwhile) or
-        fails verification (it is then quarantined and dropped): never wrong
-        bytes. Runtime complexity: O(payload bytes).
+        In the ``chained`` layout, the list of its blocks' payloads, first to
+        last. Arrays served by the RAM tier are read-only. A checkpoint found
+        on disk is copied into the RAM tier; one found in the cold tier is
+        promoted to disk (and leaves the cold tier).
+
+        Returns ``None`` when the checkpoint (or one of its blocks) vanished
+        (evicted meanwhile) or fails verification (it is then quarantined and
+        dropped): never wrong bytes. Runtime complexity: O(payload bytes).
         """
         self._check_open()
         if not isinstance(match, Match):
             raise TypeError(f"match must be a Match returned by lookup(), not {type(match).__name__}")
+        keys = match.chain or (match.key,)
+        parts = []
+        for key in keys:
+            payload = self._load_key(key)
+            if payload is None:
+                return None
+            parts.append(payload)
+        return parts if self.layout == "chained" else parts[-1]
+
+    # ------------------------------------------------------------- tiering
+    def _tier_indexes(self) -> list[tuple[str, Any]]:
+        """``(tier name, its index)`` of every tier present, fastest first."""
+        indexes: list[tuple[str, Any]] = []
+        if self._ram is not None:
+            indexes.append(("ram", self._ram))
+        if len(self._pending):
+            indexes.append(("pending", self._pending))
+        indexes.append(("disk", self._manager))
+        if self._cold is not None:
+            indexes.append(("cold", self._cold._manager))
+        return indexes
+
+    def _present(self, key: str) -> bool:
+        return any(key in index for _, index in self._tier_indexes())
+
+    def _tier_of(self, key: str) -> str | None:
+        return next((name for name, index in self._tier_indexes() if key in index), None)
+
+    def _longest_match(self, prefix: PrefixKeys) -> tuple[int, str, tuple[str, ...]] | None:
+        indexes = [index for _, index in self._tier_indexes()]
+        if self.layout == "snapshot":
+            best = None
+            for index in indexes:
+                found = index.longest_match(prefix)
+                if found is not None and (best is None or found[0] > best[0]):
+                    best = found
+            return None if best is None else (best[0], best[1], ())
+        # chained: the longest run of blocks, each stored in some tier, then its tails
+        chain: list[str] = []
+        depth = 0
+        for n in range(self.block_tokens, prefix.anchor(len(prefix)) + 1, self.block_tokens):
+            key = prefix.key(n)
+            if not any(key in index for index in indexes):
+                break
+            chain.append(key)
+            depth = n
+        tail = None
+        anchor = prefix.key(depth)
+        for index in indexes:
+            for tail_key, tokens in index.tails_at(anchor).items():
+                if (depth < tokens <= len(prefix) and (tail is None or tokens > tail[0])
+                        and prefix.key(tokens) == tail_key):
+                    tail = (tokens, tail_key)
+        if tail is not None:
+            return tail[0], tail[1], (*chain, tail[1])
+        return (depth, chain[-1], tuple(chain)) if chain else None
+
+    def _count_lookup(self, served: str | None) -> None:
+        """A hit for the tier that served, a miss for every faster tier it passed."""
+        self._count("hits" if served else "misses")
+        for name, _ in self._tier_indexes():
+            outcome = "hits" if name == served else "misses"
+            if name == "ram":
+                self._ram.counters[outcome] += 1
+            elif name == "disk":
+                self._count(f"disk_{outcome}")
+            elif name == "cold":
+                with self._cold._lock:
+                    self._cold._count(outcome)
+            if name == served:
+                return
+
+    def _record_hit(self, key: str, now: float) -> None:
+        if self._ram is not None:
+            self._ram.record_hit(key, now)
+        for store in (self, self._cold):
+            if store is None:
+                continue
+            with store._lock:
+                if key in store._manager:
+                    store._manager.record_hit(key, now)
+                    hits, _ = store._pending_hits.get(key, (0, now))
+                    store._pending_hits[key] = (hits + 1, now)
+
+    def _load_key(self, key: str) -> Any:
         with self._lock:
-            entry = self._manager.get(match.key)
+            for tier in (self._ram, self._pending):
+                if tier is not None and key in tier:
+                    return tier.payload(key)
+        found = self._read_file(key)
+        if found is None and self._cold is not None:
+            found = self._cold._read_file(key)
+            if found is not None:
+                self._promote_from_cold(*found)
+        if found is None:
+            return None
+        header, payload = found
+        self._hold_in_ram(header, payload, promotion=True)
+        return payload
+
+    def _read_file(self, key: str) -> tuple[Header, Any] | None:
+        """``(header, payload)`` of ``key`` in this store's directory, verified, or ``None``."""
+        with self._lock:
+            entry = self._manager.get(key)
             if entry is None:
                 self._sync()
-                entry = self._manager.get(match.key)
+                entry = self._manager.get(key)
                 if entry is None:
                     return None
             name = entry.extra["file"]
         try:
-            _, payload = self._files.read(name, key=match.key, namespace_hash=self.namespace.digest8)
-            return payload
+            return self._files.read(name, key=key, namespace_hash=self.namespace.digest8)
         except FileNotFoundError:
-            log.info("checkpoint %s vanished before it could be read", match.key)
-            self._drop(match.key, name, quarantine=False)
+            log.info("checkpoint %s vanished before it could be read", key)
+            self._drop(key, name, quarantine=False)
         except CorruptFileError as exc:
-            log.warning("checkpoint %s failed verification: %s", match.key, exc)
-            self._drop(match.key, name, quarantine=True)
+            log.warning("checkpoint %s failed verification: %s", key, exc)
+            self._drop(key, name, quarantine=True)
         except OSError as exc:
-            log.warning("cannot read checkpoint %s: %s", match.key, exc)
+            log.warning("cannot read checkpoint %s: %s", key, exc)
         return None
+
+    def _hold_in_ram(self, header: Header, payload: Any, *, promotion: bool) -> None:
+        if self._ram is None:
+            return
+        with self._lock:
+            if header.key in self._ram:
+                return
+            evicted = self._ram.add(header, frozen_copy(payload), now=self._clock())
+            if promotion and header.key in self._ram:
+                self._ram.counters["promotions"] += 1
+            self._session["ram_demotions"] = self._session.get("ram_demotions", 0) + sum(
+                1 for old in evicted if self._present(old.key))
+
+    def _promote_from_cold(self, header: Header, payload: Any) -> None:
+        """Move a checkpoint found in the cold tier back to disk."""
+        plain = replace(header, payload_len=header.data_len, raw_len=None, checksum=0)
+        try:
+            view, _, _ = payload_descriptor(payload)
+            stored = self._store_file(plain, view, durable=True)
+        except (OSError, KVStoreError) as exc:
+            log.warning("could not promote %s from the cold tier: %s", header.key, exc)
+            return
+        with self._lock:
+            if stored:
+                self._count("promotions")
+            if header.key in self._manager:
+                self._cold._remove(header.key)
+
+    def _remove(self, key: str) -> None:
+        """Delete ``key``'s entry and file (it moved to another tier)."""
+        with self._lock, self._write() as txn:
+            record = self._index.delete_entry(txn, key)
+            if record is None:
+                return
+            if key in self._manager:
+                self._manager.remove(key)
+            self._files.delete(record.file)
+
+    def _demote(self, record: EntryRecord) -> None:
+        """Copy an evicted checkpoint into the cold tier (before its file is deleted)."""
+        try:
+            header, payload = self._files.read(record.file, key=record.key,
+                                               namespace_hash=self.namespace.digest8)
+            view, _, _ = payload_descriptor(payload)
+            if self._cold._store_file(header, view, durable=True):
+                self._count("demotions")
+        except (OSError, KVStoreError) as exc:
+            log.warning("could not demote %s to the cold tier %s: %s", record.key, self._cold.path, exc)
+
+    def _queue_write(self, header: Header, payload: Any) -> bool:
+        """``put(..., durable=False)``: hold the payload in memory and queue its write."""
+        with self._lock:
+            if self._present(header.key):
+                return False
+            frozen, now = frozen_copy(payload), self._clock()
+            self._pending.add(header, frozen, now=now)
+            if self._writer is None:
+                self._writer = BackgroundWriter(self._write_pending, max_pending=self._max_pending_writes,
+                                                on_error=self._write_failed,
+                                                name=f"kvstore-writer {self.path}")
+            dropped = self._writer.submit(header.key)
+            if dropped is not None:
+                self._pending.discard(dropped)
+                self._session["dropped_writes"] += 1
+                log.info("write queue full (max_pending_writes=%d): dropped the oldest pending "
+                         "checkpoint %s", self._max_pending_writes, dropped)
+        self._hold_in_ram(header, frozen, promotion=False)
+        return True
+
+    def _write_pending(self, key: str) -> None:
+        with self._lock:
+            header, payload = self._pending.header(key), self._pending.payload(key)
+        if header is None:
+            return
+        try:
+            view, _, _ = payload_descriptor(payload)
+            self._store_file(header, view, durable=True)
+        finally:
+            with self._lock:
+                self._pending.discard(key)
+
+    def _write_failed(self, key: str, exc: BaseException) -> None:
+        with self._lock:
+            self._session["write_errors"] += 1
+
+    def _open_cold(self, path: str | os.PathLike[str], capacity_bytes: int | None,
+                   policy: str | Policy | None, hot_policy: str | Policy,
+                   level: int | None) -> "CheckpointStore":
+        path = os.path.abspath(os.fspath(path))
+        if path == self.path:
+            raise ValueError("cold_path must be another directory than path")
+        if capacity_bytes is None and not os.path.exists(os.path.join(path, SETTINGS_FILE)):
+            raise ValueError(f"cold_capacity_bytes is required to create the cold tier {path}")
+        if policy is None:
+            policy = hot_policy if isinstance(hot_policy, str) else DEFAULT_POLICY
+        return _ColdTier(path, capacity_bytes, compression_level=1 if level is None else level,
+                         namespace=self.namespace.name, block_tokens=self.block_tokens,
+                         layout=self.layout, policy=policy, readonly=self.readonly, clock=self._clock)
 
     def load_longest(self, tokens: TokensLike) -> tuple[int, Any]:
         """``(n_tokens, payload)`` of the longest loadable prefix; ``(0, None)`` on a miss.
@@ -581,36 +828,74 @@ class CheckpointStore:
             ancestors=prefix.ancestor_keys(n_tokens), is_tail=is_tail, priority=priority,
             inserted_at=now, dtype=dtype, shape=shape,
         )
-        size = header.file_size
+        self._check_fits(header)
+        if self.layout == "chained" and header.parent is not None and not self._present(header.parent):
+            raise ValueError(
+                f"chained layout: the block before tokens[:{n_tokens}] is not stored; "
+                f"put the blocks of a prompt in order")
+        if not durable:
+            return self._queue_write(header, payload)
+        written = self._store_file(header, view, durable=True)
+        if written and self._ram is not None:
+            self._ram.add(header, frozen_copy(payload), now=now)
+        return written
+
+    def _check_fits(self, header: Header) -> None:
+        size = stored_size_bound(header, compressed=False)
         if size > self._manager.capacity_bytes:
             raise CapacityError(
-                f"payload of {view.nbytes} bytes ({size} with its header) exceeds the store's "
-                f"payload budget of {self._manager.capacity_bytes} bytes "
+                f"payload of {header.payload_len} bytes ({size} with its header) exceeds the "
+                f"store's payload budget of {self._manager.capacity_bytes} bytes "
                 f"(capacity_bytes={self.capacity_bytes} minus index_bytes={self.index_bytes})")
+
+    def _store_file(self, header: Header, view: memoryview, *, durable: bool) -> bool:
+        """Reserve room (evicting), write the file, commit its index entry.
+
+        ``header.payload_len`` is the uncompressed length; a cold tier compresses.
+        Returns ``False`` when the key is already stored or the policy declines it.
+        """
+        key, now = header.key, self._clock()
+        compressed = self._compression_level is not None
+        size = stored_size_bound(header, compressed=compressed)
+        if size > self._manager.capacity_bytes:
+            raise CapacityError(f"payload of {header.payload_len} bytes exceeds the payload budget "
+                                f"of {self._manager.capacity_bytes} bytes of {self.path}")
         candidate = _entry_from_header(header, "")
         rid = f"{os.getpid()}-{secrets.token_hex(6)}"
+        protect = header.ancestors if self.layout == "chained" else ()
 
         def reserve() -> bool:
-            with self._write() as txn:
-                if key in self._manager:
-                    return False
-                if not self._manager.admit(candidate, now):
-                    self._count("declined")
-                    return False
-                self._evict_into(txn, size)
-                self._index.put_reservation(txn, rid, size, os.getpid())
-                return True
+            try:
+                with self._write() as txn:
+                    if key in self._manager:
+                        return False
+                    if not self._manager.admit(candidate, now) or not self._fits_beside(size, protect):
+                        self._count("declined")
+                        return False
+                    self._evict_into(txn, size, protect=protect)
+                    self._index.put_reservation(txn, rid, size, os.getpid())
+                    return True
+            except CapacityError:
+                if self.layout != "chained":
+                    raise
+                # chained: the only leaves left are this block's own ancestors, or
+                # blocks above pinned descendants (a pin holds its whole chain);
+                # the aborted transaction undid the partial eviction: decline
+                self._count("declined")
+                return False
 
         with self._lock:
             if not self._retrying_map_full(reserve):
                 return False
         try:
-            name, written = self._files.write(header, view, durable=durable)
+            name, written = self._files.write(header, view, durable=durable,
+                                              compression_level=self._compression_level)
         except BaseException:
             self._cancel_reservation(rid, size)
             raise
-        assert written == size, (written, size)
+        assert written <= size, (written, size)
         record = _record_from_header(header, name)
+        record.size = written  # compressed files are smaller than the bound reserved
 
         def commit() -> bool:
             with self._write() as txn:
@@ -621,6 +906,9 @@ class CheckpointStore:
                     return False
                 self._index.put_entry(txn, record)
                 self._count("puts")
+                if compressed:
+                    self._count("raw_bytes_in", header.payload_len)
+                    self._count("stored_bytes_in", written)
                 self._manager.insert(_entry_from_record(record), now, reserved=size)
                 return True
 
@@ -630,6 +918,14 @@ class CheckpointStore:
         except BaseException:
             self._cancel_reservation(rid, size, name)
             raise
+
+    def _fits_beside(self, size: int, protect: tuple[str, ...]) -> bool:
+        """Chained layout: can ``size`` bytes be freed without evicting the block's
+        own ancestors? (If not, storing it would leave it an orphan.)"""
+        manager = self._manager
+        shielded = sum(entry.size for key in protect
+                       if (entry := manager.get(key)) is not None and not entry.pinned)
+        return size <= manager.capacity_bytes - manager.pinned_bytes - manager.reserved_bytes - shielded
 
     def _retrying_map_full(self, body: Callable[[], bool]) -> bool:
         """Run ``body`` (one write transaction); when the LMDB map is full,
@@ -651,8 +947,10 @@ class CheckpointStore:
                 self._index.delete_reservation(txn, rid)
                 self._manager.set_reserved(max(0, self._manager.reserved_bytes - size))
 
-    def _evict_into(self, txn: lmdb.Transaction, nbytes: int) -> list[EntryRecord]:
-        """Reserve ``nbytes`` in the manager, deleting victims from the index in ``txn``."""
+    def _evict_into(self, txn: lmdb.Transaction, nbytes: int,
+                    protect: tuple[str, ...] = ()) -> list[EntryRecord]:
+        """Reserve ``nbytes`` in the manager, deleting victims from the index in ``txn``
+        (and demoting them to the cold tier, if any)."""
         manager = self._manager
         held = self._index.reservations(txn).get(_QUARANTINE_RID)
         if held and manager.free_bytes < nbytes:
@@ -663,7 +961,7 @@ class CheckpointStore:
         # On failure the manager has removed some victims in memory only: the
         # transaction aborts, the index keeps them, and the resync restores them.
         now = self._clock()
-        evicted = manager.evict_for(nbytes, now)
+        evicted = manager.evict_for(nbytes, now, protect=protect)
         # Keep the index's pages well below its map: LMDB needs free pages even
         # to delete, so a completely full map could not be repaired. Two victims
         # per new entry shrink it steadily; evicting until the page count drops
@@ -699,11 +997,15 @@ class CheckpointStore:
 
     def _delete_files(self, records: list[EntryRecord]) -> None:
         for record in records:
+            if self._cold is not None:
+                self._demote(record)
             self._files.delete(record.file)
 
     # ================================================================== pins
     def pin(self, tokens: TokensLike) -> Match:
-        """Keep the longest stored prefix of ``tokens`` out of eviction.
+        """Keep the longest prefix of ``tokens`` stored on disk out of eviction.
+
+        Pins hold on the disk tier (a RAM or cold copy is not pinned).
 
         Raises ``ValueError`` when no prefix of ``tokens`` is stored and
         :class:`~kvstore.errors.PinQuotaError` past ``pin_quota_bytes``.
@@ -752,7 +1054,33 @@ class CheckpointStore:
                 "pinned_bytes": manager.pinned_bytes,
                 "capacity_bytes": manager.capacity_bytes,
                 "tail_entries": sum(1 for k in manager if manager.get(k).is_tail),
+                "hits": counters.get("disk_hits", 0),
+                "misses": counters.get("disk_misses", 0),
+                "promotions": counters.get("promotions", 0),
+                "demotions": counters.get("demotions", 0),
+                "evictions": counters.get("evictions", 0),
+                "compression_ratio": _ratio(counters),
             }
+            if self.layout == "chained":
+                disk["snapshot_equivalent_bytes"] = self._snapshot_equivalent_bytes()
+            tiers = {"disk": disk}
+            if self._ram is not None:
+                tiers = {"ram": {**self._ram.stats(),
+                                 "demotions": self._session.get("ram_demotions", 0)}, **tiers}
+            tiers["pending"] = {"entries": len(self._pending), "bytes": self._pending.used_bytes,
+                                "dropped_writes": self._session["dropped_writes"],
+                                "write_errors": self._session["write_errors"]}
+            if self._cold is not None:
+                cold = self._cold.stats()
+                tiers["cold"] = {
+                    "path": cold["path"], "entries": cold["entries"],
+                    "bytes": cold["tiers"]["disk"]["bytes"],
+                    "capacity_bytes": cold["tiers"]["disk"]["capacity_bytes"],
+                    "hits": cold["hits"], "misses": cold["misses"],
+                    "promotions": disk["promotions"], "demotions": 0,
+                    "evictions": cold["evictions"],
+                    "compression_ratio": cold["tiers"]["disk"]["compression_ratio"],
+                }
             return {
                 "path": self.path,
                 "namespace": self.namespace.name,
@@ -769,8 +1097,23 @@ class CheckpointStore:
                 "declined": counters.get("declined", 0),
                 "evictions": counters.get("evictions", 0),
                 "quarantined": counters.get("quarantined", 0),
-                "tiers": {"disk": disk},
+                "tiers": tiers,
             }
+
+    def _snapshot_equivalent_bytes(self) -> int:
+        """What the stored blocks would take as snapshots: each one's whole chain."""
+        manager, whole = self._manager, {}
+
+        def chain_bytes(key: str) -> int:
+            if key not in whole:
+                entry = manager.get(key)
+                parent = entry.parent if entry.parent in manager else None
+                whole[key] = entry.size + (chain_bytes(parent) if parent else 0)
+            return whole[key]
+
+        for key in sorted(manager, key=lambda k: manager.get(k).tokens):  # parents first: no deep recursion
+            chain_bytes(key)
+        return sum(whole.values())
 
     # ================================================================ verify
     def verify(self, *, repair: bool = False) -> dict[str, list[str]]:
@@ -805,18 +1148,26 @@ class CheckpointStore:
 
     # ================================================================= close
     def flush(self) -> None:
-        """Persist pending hit statistics (writes are durable when ``put`` returns)."""
+        """Wait for every ``put(..., durable=False)`` to be written, then persist
+        pending hit statistics."""
         self._check_open()
+        if self._writer is not None:
+            self._writer.drain()
+        if self._cold is not None:
+            self._cold.flush()
         if self.readonly or not (self._pending_hits or self._pending_counters):
             return
         with self._lock, self._write():
             pass
 
     def close(self) -> None:
-        """Flush statistics and release the index and the lock. Idempotent."""
+        """Wait for pending writes, flush statistics, release the index and the lock.
+        Idempotent."""
         if self._closed and self._lock_fd < 0:
             return
         try:
+            if getattr(self, "_writer", None) is not None and not self._closed:
+                self._writer.close()
             if not self._closed and not self.readonly and (self._pending_hits or self._pending_counters):
                 try:
                     with self._lock, self._write():
@@ -825,6 +1176,8 @@ class CheckpointStore:
                     log.warning("could not persist statistics on close: %s", exc)
         finally:
             self._closed = True
+            if getattr(self, "_cold", None) is not None:
+                self._cold.close()
             index = getattr(self, "_index", None)
             if index is not None:
                 index.close()
@@ -857,6 +1210,43 @@ class CheckpointStore:
             assert set(records) == set(self._manager), "index and manager disagree"
             total = sum(r.size for r in records.values())
             assert total + self.index_bytes <= self.capacity_bytes, (total, self.capacity_bytes)
+
+
+class _ColdTier(CheckpointStore):
+    """The cold tier: a store of its own (``kvstore stats`` works on it) whose
+    files are zstd-compressed at ``compression_level``."""
+
+    def __init__(self, path: str, capacity_bytes: int | None, *, compression_level: int,
+                 **kwargs: Any) -> None:
+        self._compression_level = compression_level
+        super().__init__(path, capacity_bytes, **kwargs)
+
+
+def _ratio(counters: dict[str, int]) -> float:
+    """Uncompressed over stored bytes of everything written compressed (1.0 if none)."""
+    stored = counters.get("stored_bytes_in", 0)
+    return round(counters.get("raw_bytes_in", 0) / stored, 3) if stored else 1.0
+
+
+def _check_tier_arguments(ram_bytes: object, cold_path: object, cold_capacity_bytes: object,
+                          compression_level: object, max_pending_writes: object) -> None:
+    def is_int(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    if not is_int(ram_bytes) or ram_bytes < 0:
+        raise ValueError(f"ram_bytes must be an int >= 0, got {ram_bytes!r}")
+    if cold_path is None:
+        for name, value in (("cold_capacity_bytes", cold_capacity_bytes),
+                            ("compression_level", compression_level)):
+            if value is not None:
+                raise ValueError(f"{name} configures the cold tier; pass cold_path too")
+    if cold_capacity_bytes is not None and (not is_int(cold_capacity_bytes) or cold_capacity_bytes <= 0):
+        raise ValueError(f"cold_capacity_bytes must be an int > 0, got {cold_capacity_bytes!r}")
+    if compression_level is not None and (not is_int(compression_level)
+                                          or not -7 <= compression_level <= 22):
+        raise ValueError(f"compression_level must be an int from -7 to 22, got {compression_level!r}")
+    if not is_int(max_pending_writes) or max_pending_writes < 1:
+        raise ValueError(f"max_pending_writes must be an int >= 1, got {max_pending_writes!r}")
 
 
 def _check_capacity(capacity: int, index_bytes: int) -> None:

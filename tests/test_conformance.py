@@ -21,6 +21,12 @@ def test_every_builtin_policy_keeps_the_contract(name):
     {"policy": "ds4-density"},
     {"policy": "gdsf", "capacity_bytes": (1 << 20) + (128 << 10)},
     {"policy": "hicache"},
+    {"policy": "lru", "ram_bytes": 150_000, "capacity_bytes": (1 << 20) + (96 << 10)},
+    {"policy": "prefix-chain", "ram_bytes": 60_000, "capacity_bytes": (1 << 20) + (96 << 10),
+     "cold_capacity_bytes": (1 << 20) + (160 << 10)},
+    {"policy": "prefix-chain", "layout": "chained", "capacity_bytes": (1 << 20) + (128 << 10)},
+    {"policy": "lru", "layout": "chained", "ram_bytes": 60_000, "capacity_bytes": (1 << 20) + (96 << 10),
+     "cold_capacity_bytes": (1 << 20) + (128 << 10), "compression_level": 1},
 ], ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
 def test_store_configurations_pass_the_state_machine(config):
     check_store(**config)

@@ -37,9 +37,9 @@ def engine_turns(store_dir, policy):
             tokens = tokens_of.tokens(scaled(request.prompt))
             loaded, _ = store.load_longest(tokens)
             for n in range((loaded // BLOCK + 1) * BLOCK, len(tokens) + 1, BLOCK):
-                store.put(tokens[:n], bytes(FIXED + n * BYTES_PER_TOKEN), durable=False)
+                store.put(tokens[:n], bytes(FIXED + n * BYTES_PER_TOKEN))
             if len(tokens) % BLOCK:
-                store.put(tokens, bytes(FIXED + len(tokens) * BYTES_PER_TOKEN), tail=True, durable=False)
+                store.put(tokens, bytes(FIXED + len(tokens) * BYTES_PER_TOKEN), tail=True)
             if not request.tags.get("warmup"):
                 loaded_per_live_turn.append(loaded)
         stats = store.stats()

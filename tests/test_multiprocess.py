@@ -1,7 +1,11 @@
 """Several processes share one store: writers, a reader, and an inspecting CLI.
 
 While they run, the parent samples the bytes on disk (payload files plus
-files being written) and checks they never exceed the payload budget; every
+files being written) and checks they never exceed the payload budget. It
+samples while holding the index's writer lock, so no process can evict,
+reserve or commit during a scan (a scan spread over time could otherwise
+count a victim and the file that replaced it); files renamed from ``tmp/`` to
+``data/`` meanwhile are counted once, by inode. Every
 load any process makes must return exactly the bytes written; all finish in
 bounded time (no deadlock).
 """
@@ -42,15 +46,16 @@ print(loads)
 
 
 def disk_bytes(path):
-    total = 0
-    for folder in ("data", "tmp"):
+    sizes = {}
+    for folder in ("tmp", "data"):
         for root, _, names in os.walk(os.path.join(path, folder)):
             for name in names:
                 try:
-                    total += os.lstat(os.path.join(root, name)).st_size
+                    info = os.lstat(os.path.join(root, name))
                 except FileNotFoundError:
-                    pass
-    return total
+                    continue
+                sizes[info.st_ino] = max(sizes.get(info.st_ino, 0), info.st_size)
+    return sum(sizes.values())
 
 
 def test_concurrent_writers_and_readers_share_one_store(tmp_path, thorough, tally):
@@ -66,12 +71,15 @@ def test_concurrent_writers_and_readers_share_one_store(tmp_path, thorough, tall
     budget = capacity - (1 << 20)
     peak = 0
     deadline = time.monotonic() + 120
+    observer = CheckpointStore(path)
     while any(p.poll() is None for p in procs):
         assert time.monotonic() < deadline, "workers did not finish: deadlock?"
-        peak = max(peak, disk_bytes(path))
+        with observer._index.write():  # nobody evicts, reserves or commits meanwhile
+            peak = max(peak, disk_bytes(path))
         subprocess.run([sys.executable, "-m", "kvstore.cli", "stats", path, "--json"],
                        check=True, capture_output=True)
         time.sleep(0.01)
+    observer.close()
     for p in procs:
         out, err = p.communicate()
         assert p.returncode == 0, err[-3000:]

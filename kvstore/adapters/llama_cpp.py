@@ -190,7 +190,8 @@ class CachedLlama:
         namespace must be :func:`namespace_for` ``(llama)``); its
         ``block_tokens`` sets where checkpoints are taken.
     :param priority: passed to ``store.put`` for every checkpoint.
-    :param durable: passed to ``store.put``; ``False`` skips the fsync.
+    :param durable: passed to ``store.put``; ``False`` hands checkpoints to the
+        store's background writer, so prefill never waits for the disk.
     :param save_tail: also save a checkpoint at the exact end of each prompt
         (default), which the next turn of a growing conversation reloads.
 

@@ -8,6 +8,13 @@ agrees with the eviction manager. Steps: put (aligned or tail), lookup, load,
 load_longest, pin, unpin, reopen, and a simulated crash (unflushed statistics
 lost, a half-written temp file left behind) followed by a reopen.
 
+Tiers and layouts: with ``ram_bytes`` the RAM tier is checked too; with
+``cold_capacity_bytes`` a cold tier is made beside the store, every tier's
+capacity is checked, and a checkpoint may only disappear from disk and cold
+together when the cold tier evicts or declines it. With ``layout="chained"``
+puts write a prompt's blocks in order, ``load_longest`` must return every
+block's bytes in order, and no prefix with a missing block may ever match.
+
 Run it against your configuration with one call::
 
     from kvstore.testing import check_store
@@ -62,15 +69,32 @@ class StoreStateMachine(RuleBasedStateMachine):
         self.block = self.config["block_tokens"]
         self.dir = tempfile.mkdtemp(prefix="kvstore-conformance-")
         self.path = os.path.join(self.dir, "store")
+        self.chained = self.config.get("layout") == "chained"
+        if "cold_capacity_bytes" in self.config:
+            self.config["cold_path"] = os.path.join(self.dir, "cold")
         self.store = CheckpointStore(self.path, **self._open_kwargs())
         self.written: dict[str, tuple[list[int], Any]] = {}
         self.pinned: set[str] = set()
+        self.lost_allowance = self._cold_departures()
+        self.persistent = set()
 
     def _open_kwargs(self) -> dict[str, Any]:
         kwargs = dict(self.config)
         if not isinstance(kwargs["policy"], str):  # a policy instance holds state: make a fresh one
             kwargs["policy"] = type(kwargs["policy"])()
         return kwargs
+
+    def _reopen_kwargs(self) -> dict[str, Any]:
+        wanted = ("policy", "ram_bytes", "ram_policy", "cold_path", "cold_policy", "compression_level")
+        return {k: v for k, v in self._open_kwargs().items() if k in wanted}
+
+    def _cold_departures(self) -> int:
+        """Checkpoints the last tier let go: cold evictions and declined demotions."""
+        cold = self.store._cold
+        if cold is None:
+            return 0
+        stats = cold.stats()
+        return stats["evictions"] + stats["declined"]
 
     def teardown(self) -> None:
         self.store.close()
@@ -80,7 +104,26 @@ class StoreStateMachine(RuleBasedStateMachine):
         return PrefixKeys(Namespace(self.config["namespace"]), tokens, self.block).key(n)
 
     def _alive(self) -> set[str]:
-        return set(self.store._manager)
+        alive = set(self.store._manager) | set(self.store._pending.keys())
+        if self.store._ram is not None:
+            alive |= set(self.store._ram.keys())
+        if self.store._cold is not None:
+            alive |= set(self.store._cold._manager)
+        return alive
+
+    def _persistent(self) -> set[str]:
+        alive = set(self.store._manager)
+        if self.store._cold is not None:
+            alive |= set(self.store._cold._manager)
+        return alive
+
+    def _matchable(self, tokens: list[int], n: int, alive: set[str]) -> bool:
+        """Could a checkpoint of ``tokens[:n]`` match? (chained: all its blocks stored)."""
+        if self._key(tokens, n) not in alive:
+            return False
+        if not self.chained:
+            return True
+        return all(self._key(tokens, m) in alive for m in range(self.block, n, self.block))
 
     @staticmethod
     def _same(got: Any, want: Any) -> bool:
@@ -96,17 +139,26 @@ class StoreStateMachine(RuleBasedStateMachine):
             tokens = tokens[: len(tokens) // self.block * self.block]
             if not tokens:
                 return
-        key = self._key(tokens, len(tokens))
-        if self.store.put(tokens, payload, tail=tail):
-            self.written[key] = (tokens, payload)
-        else:
-            assert key in self._alive() or self.store.stats()["declined"], "put refused for no reason"
+        ends = [len(tokens)]
+        if self.chained:  # an engine writes a prompt's blocks in order
+            ends = [*range(self.block, len(tokens) + 1, self.block)]
+            if len(tokens) % self.block:
+                ends.append(len(tokens))
+        for end in ends:
+            key = self._key(tokens, end)
+            if self.chained and end > self.block and not self._matchable(tokens, end - 1 - (end - 1) % self.block, self._alive()):
+                return  # an earlier block was declined or evicted meanwhile
+            if self.store.put(tokens[:end], payload, tail=end % self.block != 0):
+                self.written[key] = (tokens[:end], payload)
+            else:
+                assert key in self._alive() or self.store.stats()["declined"], "put refused for no reason"
 
     @rule(tokens=st.deferred(lambda: _prompts(4)))
     def lookup_agrees_with_the_model(self, tokens):
         tokens = tokens * max(1, self.block // 4)
         alive = self._alive()
-        expected = max((n for n in range(1, len(tokens) + 1) if self._key(tokens, n) in alive), default=0)
+        expected = max((n for n in range(1, len(tokens) + 1) if self._matchable(tokens, n, alive)),
+                       default=0)
         match = self.store.lookup(tokens)
         assert (match.tokens if match else 0) == expected
 
@@ -114,7 +166,13 @@ class StoreStateMachine(RuleBasedStateMachine):
     def load_longest_returns_the_written_bytes(self, tokens):
         tokens = tokens * max(1, self.block // 4)
         n, payload = self.store.load_longest(tokens)
-        if n:
+        if n and self.chained:
+            ends = [*range(self.block, n + 1, self.block)] + ([n] if n % self.block else [])
+            assert len(payload) == len(ends), "a chained load must return every block"
+            for end, block in zip(ends, payload):
+                written_tokens, written = self.written[self._key(tokens, end)]
+                assert len(written_tokens) == end and self._same(block, written)
+        elif n:
             written_tokens, written = self.written[self._key(tokens, n)]
             assert len(written_tokens) == n and self._same(payload, written)
 
@@ -122,7 +180,7 @@ class StoreStateMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def pin(self, data):
         key = data.draw(st.sampled_from(sorted(self.written)))
-        if key in self._alive():
+        if key in self.store._manager:  # pins hold on the disk tier
             try:
                 assert self.store.pin(self.written[key][0]).key == key
             except PinQuotaError:
@@ -139,7 +197,7 @@ class StoreStateMachine(RuleBasedStateMachine):
     @rule()
     def reopen(self):
         self.store.close()
-        self.store = CheckpointStore(self.path, policy=self._open_kwargs()["policy"])
+        self.store = CheckpointStore(self.path, **self._reopen_kwargs())
 
     @rule()
     def crash_and_reopen(self):
@@ -148,15 +206,28 @@ class StoreStateMachine(RuleBasedStateMachine):
         self.store.close()
         with open(os.path.join(self.path, "tmp", "interrupted.tmp"), "wb") as fh:
             fh.write(b"half a checkpoint")
-        self.store = CheckpointStore(self.path, policy=self._open_kwargs()["policy"])
+        self.store = CheckpointStore(self.path, **self._reopen_kwargs())
         assert os.listdir(os.path.join(self.path, "tmp")) == []
 
     @invariant()
     def consistent(self):
         self.store._check()
-        assert self.store.stats()["bytes"] <= self.config["capacity_bytes"]
+        stats = self.store.stats()
+        assert stats["bytes"] <= self.config["capacity_bytes"]
         assert self._alive() <= set(self.written)
         assert self.pinned <= self._alive(), "a pinned checkpoint was evicted"
+        if "ram" in stats["tiers"]:
+            assert stats["tiers"]["ram"]["bytes"] <= self.config["ram_bytes"]
+        if self.store._cold is not None:
+            self.store._cold._check()
+            assert stats["tiers"]["cold"]["bytes"] <= stats["tiers"]["cold"]["capacity_bytes"]
+            persistent = self._persistent()
+            lost = len((self.persistent - persistent) & set(self.written))
+            departures = self._cold_departures()
+            assert lost <= departures - self.lost_allowance, (
+                f"{lost} checkpoints vanished from disk and cold, but the cold tier let go of "
+                f"only {departures - self.lost_allowance}")
+            self.persistent, self.lost_allowance = persistent, departures
 
 
 def check_store(*, max_examples: int | None = None, stateful_step_count: int = 30, **store_kwargs: Any) -> None:

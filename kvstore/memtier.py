@@ -1,0 +1,136 @@
+"""Checkpoints held in this process's memory, under a byte budget and a policy.
+
+One class serves two roles in :class:`~kvstore.CheckpointStore`: the RAM tier
+(``ram_bytes=``: checkpoints just written or just loaded, evicted by their own
+policy instance) and the set of writes waiting for the background writer.
+Payloads are kept as read-only copies, so what the caller does to its buffer
+afterwards cannot change what the tier serves.
+
+>>> from policies import get
+>>> from kvstore.fileformat import Header
+>>> tier = MemoryTier(1 << 20, get("lru"), block_tokens=4)
+>>> head = Header(namespace_hash=b"n" * 8, key="ab" * 20, tokens=4, payload_len=5, checksum=0)
+>>> tier.add(head, b"hello", now=0.0)
+[]
+>>> tier.payload("ab" * 20)
+b'hello'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from policies.base import Policy
+
+from .eviction import Entry, EvictionManager
+from .fileformat import Header
+from .keys import PrefixKeys
+
+__all__ = ["MemoryTier", "frozen_copy"]
+
+
+def frozen_copy(payload: Any) -> Any:
+    """A copy of ``payload`` nobody can modify: ``bytes``, or a read-only array.
+
+    >>> frozen_copy(bytearray(b"ab"))
+    b'ab'
+    >>> frozen_copy(np.zeros(2)).flags.writeable
+    False
+    """
+    if isinstance(payload, np.ndarray):
+        copy = np.array(payload, copy=True, order="C")
+        copy.flags.writeable = False
+        return copy
+    if isinstance(payload, bytes):
+        return payload
+    return bytes(memoryview(payload).cast("B"))
+
+
+class MemoryTier:
+    """A byte-budgeted map of checkpoints (header and payload) with an eviction policy.
+
+    :param capacity_bytes: most payload bytes held.
+    :param policy: this tier's own policy instance.
+    :param block_tokens: the store's block size (for prefix matching).
+    """
+
+    def __init__(self, capacity_bytes: int, policy: Policy, *, block_tokens: int) -> None:
+        self.manager = EvictionManager(capacity_bytes, policy, layout="snapshot",
+                                       block_tokens=block_tokens, pin_quota_bytes=0)
+        self._items: dict[str, tuple[Header, Any]] = {}
+        self.counters = {"hits": 0, "misses": 0, "promotions": 0, "evictions": 0}
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def used_bytes(self) -> int:
+        return self.manager.used_bytes
+
+    @property
+    def capacity_bytes(self) -> int:
+        return self.manager.capacity_bytes
+
+    def keys(self) -> list[str]:
+        """Keys held, oldest first."""
+        return list(self._items)
+
+    def header(self, key: str) -> Header | None:
+        item = self._items.get(key)
+        return None if item is None else item[0]
+
+    def payload(self, key: str) -> Any:
+        """The payload of ``key`` or ``None``."""
+        item = self._items.get(key)
+        return None if item is None else item[1]
+
+    def longest_match(self, prefix: PrefixKeys) -> tuple[int, str] | None:
+        return self.manager.longest_match(prefix)
+
+    def tails_at(self, anchor: str) -> dict[str, int]:
+        return self.manager.tails_at(anchor)
+
+    def add(self, header: Header, payload: Any, *, now: float) -> list[Header]:
+        """Hold ``payload`` (already frozen) under ``header.key``; return the evicted headers.
+
+        A payload larger than the whole tier is not held (nothing is evicted for it).
+        """
+        if header.key in self._items:
+            return []
+        size = _payload_bytes(payload)
+        if size > self.manager.capacity_bytes:
+            return []
+        victims = self.manager.evict_for(size, now)
+        evicted = [self._items.pop(v.key)[0] for v in victims]
+        self.counters["evictions"] += len(evicted)
+        self.manager.insert(_entry(header, size), now)
+        self._items[header.key] = (header, payload)
+        return evicted
+
+    def discard(self, key: str) -> None:
+        if self._items.pop(key, None) is not None:
+            self.manager.remove(key)
+
+    def record_hit(self, key: str, now: float) -> None:
+        if key in self._items:
+            self.manager.record_hit(key, now)
+
+    def stats(self) -> dict[str, Any]:
+        return {"entries": len(self._items), "bytes": self.manager.used_bytes,
+                "capacity_bytes": self.manager.capacity_bytes, **self.counters,
+                "compression_ratio": 1.0}
+
+
+def _payload_bytes(payload: Any) -> int:
+    return payload.nbytes if isinstance(payload, np.ndarray) else len(payload)
+
+
+def _entry(header: Header, size: int) -> Entry:
+    return Entry(key=header.key, tokens=header.tokens, size=size, parent=header.parent,
+                 ancestors=header.ancestors, is_tail=header.is_tail, anchor=header.anchor,
+                 priority=header.priority, inserted_at=header.inserted_at)

@@ -34,12 +34,22 @@ __all__ = ["MemoryTier", "frozen_copy"]
 def frozen_copy(payload: Any) -> Any:
     """A copy of ``payload`` nobody can modify: ``bytes``, or a read-only array.
 
+    An array that is read-only all the way down to the memory it owns (or to a
+    ``bytes`` object) is taken as it is, without a copy: handing the store such
+    an array is a promise not to make it writable again. That saves copying a
+    large, freshly allocated payload (whose page faults cost more than the copy).
+
     >>> frozen_copy(bytearray(b"ab"))
     b'ab'
     >>> frozen_copy(np.zeros(2)).flags.writeable
     False
+    >>> owned = np.zeros(2); owned.flags.writeable = False
+    >>> frozen_copy(owned) is owned
+    True
     """
     if isinstance(payload, np.ndarray):
+        if _read_only_throughout(payload):
+            return payload
         copy = np.array(payload, copy=True, order="C")
         copy.flags.writeable = False
         return copy
@@ -124,6 +134,15 @@ class MemoryTier:
         return {"entries": len(self._items), "bytes": self.manager.used_bytes,
                 "capacity_bytes": self.manager.capacity_bytes, **self.counters,
                 "compression_ratio": 1.0}
+
+
+def _read_only_throughout(array: np.ndarray) -> bool:
+    base: Any = array
+    while isinstance(base, np.ndarray):
+        if base.flags.writeable:
+            return False
+        base = base.base
+    return base is None or isinstance(base, bytes)
 
 
 def _payload_bytes(payload: Any) -> int:

@@ -153,7 +153,8 @@ class CheckpointStore:
             raise ValueError(f"index_bytes must be an int >= {_MIN_INDEX_BYTES}, got {index_bytes!r}")
         self._policy = resolve(policy)
         self._clock = clock
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the index, the manager, the cold tier
+        self._memory = threading.RLock()  # the RAM tier and pending writes; taken after _lock
         self.readonly = bool(readonly)
         self.path = os.path.abspath(os.fspath(path))
         self._closed = True
@@ -495,7 +496,7 @@ class CheckpointStore:
         """
         self._check_open()
         prefix = self._prefix_keys(tokens)
-        with self._lock:
+        with self._lock, self._memory:
             self._sync()
             if self._cold is not None:
                 with self._cold._lock:
@@ -610,7 +611,7 @@ class CheckpointStore:
                     store._pending_hits[key] = (hits + 1, now)
 
     def _load_key(self, key: str) -> Any:
-        with self._lock:
+        with self._memory:
             for tier in (self._ram, self._pending):
                 if tier is not None and key in tier:
                     return tier.payload(key)
@@ -650,7 +651,7 @@ class CheckpointStore:
     def _hold_in_ram(self, header: Header, payload: Any, *, promotion: bool) -> None:
         if self._ram is None:
             return
-        with self._lock:
+        with self._memory:
             if header.key in self._ram:
                 return
             evicted = self._ram.add(header, frozen_copy(payload), now=self._clock())
@@ -696,8 +697,10 @@ class CheckpointStore:
             log.warning("could not demote %s to the cold tier %s: %s", record.key, self._cold.path, exc)
 
     def _queue_write(self, header: Header, payload: Any) -> bool:
-        """``put(..., durable=False)``: hold the payload in memory and queue its write."""
-        with self._lock:
+        """``put(..., durable=False)``: hold the payload in memory and queue its write.
+
+        Takes only the memory lock, so it never waits for the writer's index commit."""
+        with self._memory:
             if self._present(header.key):
                 return False
             frozen, now = frozen_copy(payload), self._clock()
@@ -716,7 +719,7 @@ class CheckpointStore:
         return True
 
     def _write_pending(self, key: str) -> None:
-        with self._lock:
+        with self._memory:
             header, payload = self._pending.header(key), self._pending.payload(key)
         if header is None:
             return
@@ -724,11 +727,11 @@ class CheckpointStore:
             view, _, _ = payload_descriptor(payload)
             self._store_file(header, view, durable=True)
         finally:
-            with self._lock:
+            with self._memory:
                 self._pending.discard(key)
 
     def _write_failed(self, key: str, exc: BaseException) -> None:
-        with self._lock:
+        with self._memory:
             self._session["write_errors"] += 1
 
     def _open_cold(self, path: str | os.PathLike[str], capacity_bytes: int | None,
@@ -836,8 +839,8 @@ class CheckpointStore:
         if not durable:
             return self._queue_write(header, payload)
         written = self._store_file(header, view, durable=True)
-        if written and self._ram is not None:
-            self._ram.add(header, frozen_copy(payload), now=now)
+        if written:
+            self._hold_in_ram(header, payload, promotion=False)
         return written
 
     def _check_fits(self, header: Header) -> None:
@@ -1040,7 +1043,7 @@ class CheckpointStore:
         them too, up to the hits of this process not yet flushed.
         """
         self._check_open()
-        with self._lock:
+        with self._lock, self._memory:
             self._sync()
             with self._index.read() as txn:
                 counters = self._index.counters(txn)

@@ -262,3 +262,17 @@ def test_chained_blocks_demote_leaf_first_and_load_across_tiers(tmp_path):
         n, parts = store.load_longest(tokens)
         assert n == len(tokens)
         assert all(np.array_equal(p, kv(end, 40_000)) for p, end in zip(parts, tiers))
+
+
+def test_a_read_only_array_is_queued_without_a_copy_and_a_writable_one_is_copied(tmp_path):
+    with open_store(tmp_path, ram_bytes=MiB) as store:
+        owned = kv(1)
+        owned.flags.writeable = False
+        store.put(prompt(1), owned, durable=False)
+        writable = kv(2)
+        store.put(prompt(2), writable, durable=False)
+        assert store.load(store.lookup(prompt(1))) is owned
+        served = store.load(store.lookup(prompt(2)))
+        assert served is not writable and np.array_equal(served, writable)
+        store.flush()
+        assert np.array_equal(store._read_file(store.lookup(prompt(1)).key)[1], owned)

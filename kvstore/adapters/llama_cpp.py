@@ -167,9 +167,11 @@ def smollm2_model_path() -> str:
 
 
 def kv_state(llama: "Llama") -> np.ndarray:
-    """``llama``'s KV state of sequence 0 (what a checkpoint holds), as a ``uint8`` array.
+    """``llama``'s KV state of sequence 0 (what a checkpoint holds), as a read-only
+    ``uint8`` array.
 
-    Copied once, straight into the returned array.
+    Copied once, straight into the returned array; being read-only, it is
+    handed to the store's RAM tier and background writer without another copy.
     """
     lib, ctx = _llama_cpp(), llama._ctx.ctx
     size = lib.llama_state_seq_get_size(ctx, _SEQ)
@@ -178,6 +180,7 @@ def kv_state(llama: "Llama") -> np.ndarray:
         ctx, buffer.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), size, _SEQ)
     if written == 0 or written > size:
         raise KVStoreError(f"llama_state_seq_get_data returned {written} of {size} bytes")
+    buffer.flags.writeable = False
     return buffer[:written]
 
 

@@ -55,7 +55,6 @@ _MIN_PAYLOAD_BYTES = 64 << 10
 _LOCK_FILES_ALLOWANCE = 64 << 10  # lock.mdb, store.lock and settings.json
 _QUARANTINE_RID = "quarantine"
 _MAP_FULL_RETRIES = 64
-TIERS = ("ram", "pending", "disk", "cold")  #: fastest first
 _UNBOUNDED = 1 << 62
 
 
@@ -167,7 +166,7 @@ class CheckpointStore:
         self._cold: CheckpointStore | None = None
         self._writer: BackgroundWriter[str] | None = None
         self._max_pending_writes = max_pending_writes
-        self._session = {"ram_promotions": 0, "dropped_writes": 0, "write_errors": 0}
+        self._session = {"ram_demotions": 0, "dropped_writes": 0, "write_errors": 0}
         self._open_directory()
         try:
             exclusive = self._acquire_lock()
@@ -657,8 +656,7 @@ class CheckpointStore:
             evicted = self._ram.add(header, frozen_copy(payload), now=self._clock())
             if promotion and header.key in self._ram:
                 self._ram.counters["promotions"] += 1
-            self._session["ram_demotions"] = self._session.get("ram_demotions", 0) + sum(
-                1 for old in evicted if self._present(old.key))
+            self._session["ram_demotions"] += sum(1 for old in evicted if self._present(old.key))
 
     def _promote_from_cold(self, header: Header, payload: Any) -> None:
         """Move a checkpoint found in the cold tier back to disk."""
@@ -981,7 +979,7 @@ class CheckpointStore:
         # Unlink while still holding the index's writer lock: no other process
         # can reserve the freed bytes before they are really free. Should the
         # transaction abort after this, those entries load as misses.
-        self._delete_files(records)
+        self._retire_files(records)
         return records
 
     def _make_index_room(self) -> None:
@@ -996,9 +994,10 @@ class CheckpointStore:
                 raise CapacityError(f"the index is full (index_bytes={self.index_bytes}) "
                                     f"and nothing can be evicted")
             self._count("evictions", len(records))
-            self._delete_files(records)
+            self._retire_files(records)
 
-    def _delete_files(self, records: list[EntryRecord]) -> None:
+    def _retire_files(self, records: list[EntryRecord]) -> None:
+        """Delete evicted checkpoints' files, demoting each to the cold tier first."""
         for record in records:
             if self._cold is not None:
                 self._demote(record)
@@ -1069,7 +1068,7 @@ class CheckpointStore:
             tiers = {"disk": disk}
             if self._ram is not None:
                 tiers = {"ram": {**self._ram.stats(),
-                                 "demotions": self._session.get("ram_demotions", 0)}, **tiers}
+                                 "demotions": self._session["ram_demotions"]}, **tiers}
             tiers["pending"] = {"entries": len(self._pending), "bytes": self._pending.used_bytes,
                                 "dropped_writes": self._session["dropped_writes"],
                                 "write_errors": self._session["write_errors"]}

@@ -29,18 +29,7 @@ import numpy as np
 import zstandard
 
 from kvstore.adapters.llama_cpp import CachedLlama, kv_state, open_store, smollm2_model_path
-
-
-def drop_page_cache(root: str) -> None:
-    """Ask the kernel to forget the cached pages of every file under ``root``."""
-    for folder, _, files in os.walk(root):
-        for name in files:
-            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            finally:
-                os.close(fd)
+from pagecache import drop_page_cache
 
 
 def main() -> None:

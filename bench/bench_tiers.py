@@ -25,18 +25,9 @@ import numpy as np
 
 from kvstore import CheckpointStore
 from kvstore.store import _ColdTier
+from pagecache import drop_page_cache
 
 MiB = 1 << 20
-
-
-def drop_page_cache(root: str) -> None:
-    for folder, _, names in os.walk(root):
-        for name in names:
-            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
-            try:
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            finally:
-                os.close(fd)
 
 
 def real_snapshots() -> dict[str, np.ndarray]:

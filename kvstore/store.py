@@ -842,7 +842,8 @@ class CheckpointStore:
         return written
 
     def _check_fits(self, header: Header) -> None:
-        size = stored_size_bound(header, compressed=False)
+        """Raise :class:`CapacityError` when ``header``'s file could never fit this store."""
+        size = stored_size_bound(header, compressed=self._compression_level is not None)
         if size > self._manager.capacity_bytes:
             raise CapacityError(
                 f"payload of {header.payload_len} bytes ({size} with its header) exceeds the "
@@ -855,12 +856,10 @@ class CheckpointStore:
         ``header.payload_len`` is the uncompressed length; a cold tier compresses.
         Returns ``False`` when the key is already stored or the policy declines it.
         """
+        self._check_fits(header)
         key, now = header.key, self._clock()
         compressed = self._compression_level is not None
         size = stored_size_bound(header, compressed=compressed)
-        if size > self._manager.capacity_bytes:
-            raise CapacityError(f"payload of {header.payload_len} bytes exceeds the payload budget "
-                                f"of {self._manager.capacity_bytes} bytes of {self.path}")
         candidate = _entry_from_header(header, "")
         rid = f"{os.getpid()}-{secrets.token_hex(6)}"
         protect = header.ancestors if self.layout == "chained" else ()

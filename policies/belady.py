@@ -1,11 +1,15 @@
-"""``belady``: the offline optimum reference. NOT a policy an engine can run.
+"""``belady``: the offline reference. NOT a policy an engine can run.
 
 Evicts the checkpoint whose next use lies furthest in the future (never used
-again first). It needs the future, given as ``next_use(key, now) -> time or
+again first): Belady's MIN, optimal when every entry has the same size and
+miss cost. Checkpoints differ in both — a snapshot's miss costs only the
+tokens past its nearest stored ancestor, and every prefix of a prompt shares
+its next use — so here it is a strong reference, not a bound: an online
+policy can beat it. It needs the future, given as ``next_use(key, now) -> time or
 inf``; the simulator builds that from the trace. With ``size_aware=True`` it
 evicts the largest ``(next_use - now) * size`` instead, which frees bytes
 that are needed least soon (a better reference when sizes differ a lot).
-As the optimum it ignores the engine's ``priority``.
+As a reference it ignores the engine's ``priority``.
 
 >>> BeladyPolicy(next_use=lambda key, now: float("inf")).offline
 True

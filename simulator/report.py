@@ -16,7 +16,7 @@ def print_table(results: Sequence[dict], console=None, title: str | None = None)
 
     console = console or Console(width=None if Console().is_terminal else 110)
     table = Table(title=title, caption="TTFT in seconds; re-prefill = total prefill seconds; "
-                  "bold: best online policy at that capacity; *offline optimum")
+                  "bold: best online policy at that capacity; *offline reference (Belady)")
     for column in ("capacity", "policy", "re-prefill s", "hit rate", "TTFT p50", "p99",
                    "misses", "evictions", "written"):
         table.add_column(column, justify="left" if column in ("policy", "capacity") else "right",
@@ -41,7 +41,7 @@ def plot_sweep(results: Sequence[dict], path: str, title: str = "") -> None:
     """Re-prefill time vs capacity, one line per policy (PNG, SVG or PDF by extension).
 
     Left: total re-prefill hours. Right (when ``belady`` was run): how far each
-    policy is above the offline optimum, zoomed on the contenders so that the
+    policy is above belady, the offline reference, zoomed on the contenders so that the
     close race is readable.
     """
     import matplotlib
@@ -60,7 +60,7 @@ def plot_sweep(results: Sequence[dict], path: str, title: str = "") -> None:
         style = dict(linestyle="--", color="black") if policy == "belady" else dict(color=colors[policy])
         left.plot([r["capacity_bytes"] / 2**30 for r in rows], [r["reprefill_seconds"] / 3600 for r in rows],
                   marker="o", linewidth=2.8 if policy == "prefix-chain" else 1.4,
-                  label=policy + (" (offline optimum)" if policy == "belady" else ""), **style)
+                  label=policy + (" (offline reference)" if policy == "belady" else ""), **style)
     left.set_ylabel("total re-prefill time (hours)")
     left.set_title("all policies")
     if optimum:
@@ -76,9 +76,10 @@ def plot_sweep(results: Sequence[dict], path: str, title: str = "") -> None:
                        linewidth=2.8 if policy == "prefix-chain" else 1.4, label=policy)
         contenders = sorted(excess.values(), key=lambda ys: sum(ys))[: max(3, len(excess) // 2)]
         top = max((max(ys) for ys in contenders if ys), default=1.0)
-        right.set_ylim(-0.5, max(1.0, top * 1.15))
+        bottom = min((min(ys) for ys in contenders if ys), default=0.0)  # an online policy can beat it
+        right.set_ylim(min(-0.5, bottom * 1.15), max(1.0, top * 1.15))
         right.axhline(0, color="black", linestyle="--", linewidth=1)
-        right.set_ylabel("re-prefill above the offline optimum (%)")
+        right.set_ylabel("re-prefill above belady, the offline reference (%)")
         right.set_title("the contenders, zoomed (0 = belady)")
         right.legend(fontsize=8)
     for ax in axes[0]:

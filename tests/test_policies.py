@@ -74,7 +74,7 @@ def test_belady_evicts_what_is_needed_furthest_away():
 
 
 def test_prefix_chain_values_marginal_tokens_from_the_nearest_stored_ancestor():
-    p = PrefixChainPolicy(learn_classes=False)
+    p = PrefixChainPolicy(learn_kinds=False)
     m = EvictionManager(10_000, p, block_tokens=100)
     put(m, entry("a", 100, 100), 0)
     put(m, entry("b", 200, 150, parent="a", ancestors=("a",)), 0)
@@ -84,26 +84,86 @@ def test_prefix_chain_values_marginal_tokens_from_the_nearest_stored_ancestor():
     assert p.marginal_tokens("b") == 200
 
 
-def test_prefix_chain_protects_a_shared_short_prefix_hit_through_its_chain():
-    p = PrefixChainPolicy()
-    m = EvictionManager(1_000, p, block_tokens=100)
-    put(m, entry("sys", 100, 200), 0)
-    for s in range(3):  # three sessions branch off the system prompt, each hit once through it
-        put(m, entry(f"s{s}", 200, 250, parent="sys", ancestors=("sys",)), s + 1)
-        m.record_hit(f"s{s}", s + 1.5)
-    assert p.classify("sys") == "branch"
-    victims = [v.key for v in m.evict_for(500, 10)]
-    assert "sys" not in victims and len(victims) == 2
-
-
-def test_prefix_chain_learns_which_class_is_reused():
+def test_prefix_chain_protects_a_shared_system_prompt_and_ages_out_sessions():
     p = PrefixChainPolicy()
     m = EvictionManager(10_000, p, block_tokens=100)
-    for s in range(5):  # tails get hit, leaves do not
+    put(m, entry("sys", 100, 200), 0)
+    for s in range(12):  # every 10 s a session starts from the system prompt, comes back once, ends
+        t = 10.0 * (s + 1)
+        m.record_hit("sys", t)
+        put(m, entry(f"s{s}", 200, 250, parent="sys", ancestors=("sys",)), t)
+        m.record_hit(f"s{s}", t + 5)
+    assert p.kind("sys") == "branch"
+    m.evict_some(len(m) - 1, 200)
+    assert list(m) == ["sys"]  # the stale sessions go, the shared prompt stays
+    p._check()
+
+
+def test_prefix_chain_learns_which_kind_is_reused():
+    p = PrefixChainPolicy()
+    m = EvictionManager(10_000, p, block_tokens=100)
+    for s in range(5):  # tails get hit, aligned checkpoints do not
         put(m, entry(f"l{s}", 100, 10), s)
         put(m, entry(f"t{s}", 150, 10, parent=f"l{s}", ancestors=(f"l{s}",), tail=True), s)
         m.record_hit(f"t{s}", s + 0.5)
     assert p.reuse("tail") == 1.0 and p.reuse("leaf") < p.reuse("tail")
+
+
+def test_prefix_chain_kinds_tell_how_the_chain_grew_from_a_checkpoint():
+    p = PrefixChainPolicy()
+    m = EvictionManager(10_000, p, block_tokens=100)
+    put(m, entry("sys", 100, 10), 0)
+    put(m, entry("t", 150, 10, parent="sys", ancestors=("sys",), tail=True), 0)
+    assert (p.kind("sys"), p.kind("t")) == ("leaf", "tail")  # a tail is no aligned child
+    put(m, entry("a", 200, 10, parent="sys", ancestors=("sys",)), 1)
+    assert p.kind("sys") == "interior"
+    put(m, entry("b", 200, 10, parent="sys", ancestors=("sys",)), 2)
+    assert p.kind("sys") == "branch"
+    m.remove("a")
+    m.remove("b")
+    p.victim(3)  # applies pending rescoring
+    assert p.kind("sys") == "branch"  # prompts diverged from it: that history stays
+    p._check()
+
+
+def _sessions_that_return_after(p, m, think, sessions, start=0.0):
+    """Sessions of two turns each: a checkpoint written, hit again ``think`` s later."""
+    for s in range(sessions):
+        t = start + s * 5
+        put(m, entry(f"s{start}-{s}", 100, 10), t)
+        m.record_hit(f"s{start}-{s}", t + think)
+    m.evict_some(len(m), start + sessions * 5 + think + 5_000)  # nothing comes back later
+
+
+def test_prefix_chain_learns_how_long_an_idle_checkpoint_is_worth_keeping():
+    p = PrefixChainPolicy()
+    m = EvictionManager(10_000, p, block_tokens=100)
+    _sessions_that_return_after(p, m, think=60, sessions=40)
+    assert len(m) == 0
+    # sessions return after about a minute, never after an hour
+    assert p.density("leaf", 50) > 10 * p.density("leaf", 3_600)
+    # so a shallow (dense) checkpoint idle for an hour goes before a deep one idle for a minute
+    now = 100_000.0
+    put(m, entry("stale", 100, 10), now - 3_600)
+    put(m, entry("active", 2_000, 2_000), now - 60)
+    assert p.saved("stale") / 10 > p.saved("active") / 2_000
+    assert [v.key for v in m.evict_for(m.capacity_bytes - 2_000, now)] == ["stale"]
+    p._check()
+
+
+def test_prefix_chain_density_statistics_are_forgotten_with_a_half_life():
+    p = PrefixChainPolicy(memory=10)
+    m = EvictionManager(10_000, p, block_tokens=100)
+    _sessions_that_return_after(p, m, think=60, sessions=5)  # 10 idle spells end: halved once
+    assert sum(p.ends["leaf"]) == pytest.approx(5.0)
+    assert sum(p.hits["leaf"]) == pytest.approx(2.5)
+
+
+@pytest.mark.parametrize("option, value", [("prefix_weight", 1.5), ("admit_threshold", -0.1),
+                                           ("context_scale", -1.0), ("age_base", 0.0), ("memory", 0)])
+def test_prefix_chain_rejects_bad_options_by_name(option, value):
+    with pytest.raises(ValueError, match=option):
+        PrefixChainPolicy(**{option: value})
 
 
 def test_prefix_chain_priority_ranks_what_the_engine_writes():

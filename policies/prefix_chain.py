@@ -145,6 +145,9 @@ class PrefixChainPolicy(Policy):
         self._by_age: dict[tuple[int, str, int], SortedList] = {}  # (last use, key)
         self._pending_rescore: dict[str, None] = {}  # an ordered set: runs repeat across processes
         self._last_victim: str | None = None
+        self._idle = {k: [0] * self.BUCKETS for k in KINDS}  # eligible checkpoints per kind and age bucket
+        self._widths = [self.age_base * 2 ** b for b in range(self.BUCKETS)]
+        self._mids = [self._bucket_start(b) + self._widths[b] / 2 for b in range(self.BUCKETS)]
 
     # ------------------------------------------------------------ the model
     def bucket(self, age: float) -> int:
@@ -167,15 +170,11 @@ class PrefixChainPolicy(Policy):
 
     def _densities(self, kind: str) -> list[float]:
         kinds = (kind,) if self.learn_kinds else KINDS
-        hits = [sum(self.hits[k][b] for k in kinds) for b in range(self.BUCKETS)]
-        ends = [sum(self.ends[k][b] for k in kinds) for b in range(self.BUCKETS)]
+        hits = [sum(column) for column in zip(*(self.hits[k] for k in kinds))]
         # checkpoints still idle count as spells lasting at least their age so far:
         # without them, ages where nothing was ever evicted would look promising
-        for (_, k, b), by_age in self._by_age.items():
-            if k in kinds:
-                ends[b] += len(by_age)
-        widths = [self.age_base * 2 ** b for b in range(self.BUCKETS)]
-        mids = [self._bucket_start(b) + widths[b] / 2 for b in range(self.BUCKETS)]
+        ends = [sum(column) for column in zip(*(self.ends[k] for k in kinds), *(self._idle[k] for k in kinds))]
+        widths, mids = self._widths, self._mids
         out = [0.0] * self.BUCKETS
         hit_sum = later_ends = later_time = 0.0
         for b in reversed(range(self.BUCKETS)):  # suffix sums
@@ -245,6 +244,7 @@ class PrefixChainPolicy(Policy):
         by_weight, by_age = self._by_weight[group], self._by_age[group]
         by_weight.remove((self._weight[key], self._last_use[key], key))
         by_age.remove((self._last_use[key], key))
+        self._idle[group[1]][group[2]] -= 1
         if not by_age:
             del self._by_weight[group], self._by_age[group]
 
@@ -257,6 +257,7 @@ class PrefixChainPolicy(Policy):
             self._by_weight[group], self._by_age[group] = SortedList(), SortedList()
         self._by_weight[group].add((self._weight[key], self._last_use[key], key))
         self._by_age[group].add((self._last_use[key], key))
+        self._idle[group[1]][group[2]] += 1
 
     def _rescore(self, key: str) -> None:
         eligible = key in self._group
@@ -374,3 +375,6 @@ class PrefixChainPolicy(Policy):
                 assert self._group[key] == group and self._last_use[key] == last_use
                 count += 1
         assert count == len(self._group)
+        for kind in KINDS:
+            for b in range(self.BUCKETS):
+                assert self._idle[kind][b] == sum(1 for g in self._group.values() if g[1:] == (kind, b))

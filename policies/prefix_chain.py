@@ -164,8 +164,8 @@ class PrefixChainPolicy(Policy):
         return self._bucket_density(kind, self.bucket(age))
 
     def _bucket_density(self, kind: str, bucket: int) -> float:
-        if self._density is None:
-            self._density = {k: self._densities(k) for k in KINDS}
+        if self._density is None:  # one pooled table when kinds are not learned
+            self._density = {k: self._densities(k) for k in (KINDS if self.learn_kinds else KINDS[:1])}
         return self._density[kind if self.learn_kinds else KINDS[0]][bucket]
 
     def _densities(self, kind: str) -> list[float]:

@@ -65,11 +65,28 @@ class NeverFrees(LRUPolicy):
         return None
 
 
+class MiscountsItsEntries(LRUPolicy):
+    """Valid victims, but its own bookkeeping drifts on the first removal: its ``_check`` says so."""
+
+    def __init__(self):
+        super().__init__()
+        self.tracked = 0
+
+    def on_insert(self, key, now):
+        super().on_insert(key, now)
+        self.tracked += 1
+
+    def _check(self):
+        super()._check()
+        assert self.tracked == len(self.view), f"tracks {self.tracked}, holds {len(self.view)}"
+
+
 @pytest.mark.parametrize("broken, layouts, words", [
     (EvictsPinned, ("snapshot",), "not eligible"),
     (NamesAStranger, ("snapshot",), "not stored"),
     (ParentFirst, ("chained",), "not eligible"),
     (NeverFrees, ("snapshot",), "named no victim"),
+    (MiscountsItsEntries, ("snapshot",), "invariant broke"),
 ])
 def test_the_kit_catches_broken_policies_with_a_short_replay(broken, layouts, words):
     with pytest.raises(PolicyContractError) as info:

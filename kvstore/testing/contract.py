@@ -7,6 +7,8 @@ real :class:`~kvstore.eviction.EvictionManager`, in both layouts:
   only leaves, so a parent never goes before its child);
 - the requested bytes are freed whenever that is possible;
 - no exception escapes the policy;
+- the manager's invariants hold after every step, and so do the policy's own
+  (its ``_check()``, when it has one);
 - the same sequence gives the same victims (deterministic under a seed).
 
 A failure is shrunk by hypothesis and reported as a replayable script.
@@ -108,6 +110,10 @@ def _run(make_policy, layout: str, events, script: list[str] | None = None) -> l
             orphans = [k for k in m if m.get(k).parent is not None and m.get(k).parent not in m]
             if orphans:
                 raise PolicyContractError(f"chained layout: {orphans} outlived their parent")
+        try:  # the manager's invariants, and the policy's own (its ``_check``) after every step
+            m._check()
+        except AssertionError as exc:
+            raise PolicyContractError(f"an invariant broke: {exc!r}") from exc
     return history
 
 

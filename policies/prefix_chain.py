@@ -139,8 +139,7 @@ class PrefixChainPolicy(Policy):
         self._kind: dict[str, str] = {}
         self._weight: dict[str, float] = {}
         self._extended: dict[str, int] = {}  # most stored aligned children seen
-        self._eligible: set[str] = set()
-        self._group: dict[str, tuple[int, str, int]] = {}  # eligible key -> (priority, kind, bucket)
+        self._group: dict[str, tuple[int, str, int]] = {}  # each eligible key -> (priority, kind, bucket)
         self._by_weight: dict[tuple[int, str, int], SortedList] = {}  # (weight, last use, key)
         self._by_age: dict[tuple[int, str, int], SortedList] = {}  # (last use, key)
         self._pending_rescore: dict[str, None] = {}  # an ordered set: runs repeat across processes
@@ -313,13 +312,9 @@ class PrefixChainPolicy(Policy):
             self._use(key, now, self.prefix_weight)
 
     def on_eligible(self, key: str, eligible: bool) -> None:
-        if eligible == (key in self._eligible):
-            return
-        if eligible:
-            self._eligible.add(key)
+        if eligible and key not in self._group:
             self._link(key)
-        else:
-            self._eligible.discard(key)
+        elif not eligible:
             self._unlink(key)
 
     def on_remove(self, key: str) -> None:
@@ -366,7 +361,7 @@ class PrefixChainPolicy(Policy):
         return best[2]
 
     def _check(self) -> None:
-        assert set(self._group) == self._eligible
+        assert set(self._group) <= set(self._last_use)
         assert set(self._last_use) == set(self._kind) == set(self._weight) >= set(self._extended)
         count = 0
         for group, by_age in self._by_age.items():

@@ -126,19 +126,18 @@ def test_prefix_chain_kinds_tell_how_the_chain_grew_from_a_checkpoint():
     p._check()
 
 
-def _sessions_that_return_after(p, m, think, sessions, start=0.0):
+def _sessions_that_return_after(m, think, sessions):
     """Sessions of two turns each: a checkpoint written, hit again ``think`` s later."""
     for s in range(sessions):
-        t = start + s * 5
-        put(m, entry(f"s{start}-{s}", 100, 10), t)
-        m.record_hit(f"s{start}-{s}", t + think)
-    m.evict_some(len(m), start + sessions * 5 + think + 5_000)  # nothing comes back later
+        put(m, entry(f"s{s}", 100, 10), s * 5)
+        m.record_hit(f"s{s}", s * 5 + think)
+    m.evict_some(len(m), sessions * 5 + think + 5_000)  # nothing comes back later
 
 
 def test_prefix_chain_learns_how_long_an_idle_checkpoint_is_worth_keeping():
     p = PrefixChainPolicy()
     m = EvictionManager(10_000, p, block_tokens=100)
-    _sessions_that_return_after(p, m, think=60, sessions=40)
+    _sessions_that_return_after(m, think=60, sessions=40)
     assert len(m) == 0
     # sessions return after about a minute, never after an hour
     assert p.density("leaf", 50) > 10 * p.density("leaf", 3_600)
@@ -154,7 +153,7 @@ def test_prefix_chain_learns_how_long_an_idle_checkpoint_is_worth_keeping():
 def test_prefix_chain_density_statistics_are_forgotten_with_a_half_life():
     p = PrefixChainPolicy(memory=10)
     m = EvictionManager(10_000, p, block_tokens=100)
-    _sessions_that_return_after(p, m, think=60, sessions=5)  # 10 idle spells end: halved once
+    _sessions_that_return_after(m, think=60, sessions=5)  # 10 idle spells end: halved once
     assert sum(p.ends["leaf"]) == pytest.approx(5.0)
     assert sum(p.hits["leaf"]) == pytest.approx(2.5)
 

@@ -47,7 +47,25 @@ full store should maximise. Why each term:
   after a think time and then never again once they end; the density of a
   checkpoint idle for longer than sessions ever pause falls to nearly nothing,
   so stale sessions age out however valuable they once were, while one idle
-  for a usual think time is kept. No time scale is hard-coded.
+  for a usual think time is kept. This is how the policy adapts online: the
+  same code keeps tool-chain tails on agent traces and short shared prefixes
+  on conversation traces because it measured which kind and age get reused.
+- ``age`` counts *events*, not seconds: every insert and every hit the store
+  sees advances the policy's clock by one (``clock="seconds"`` restores wall
+  time). An engine writes all checkpoints of one prefill within seconds, and
+  a trace may run 100x faster or slower than another; in seconds, both would
+  squeeze every checkpoint into one age bucket, leave ``saved / bytes`` alone
+  to rank, and evict the deepest snapshot of the live chain first (measured:
+  1,792 of 2,048 tokens reloaded on the wall clock instead of 2,048). In
+  events, the same sequence of events gives the same decisions at any speed,
+  and "idle" means "the store served others meanwhile".
+- the prior: with no hit seen at some age, ``density`` falls back on
+  ``0.01 · prior_decay ** bucket`` hits, so among checkpoints with no evidence
+  the longer idle one is worth less (recency as the prior). With a flat prior,
+  LHD's ratio ranks a store full of never-hit stale files *above* the fresh
+  live chain — their expected remaining lifetime is shorter — which lost the
+  DS4 #444 scenario at 3–10% capacity (267 s of re-prefill where LRU needs
+  169 s: the live 32,768-token checkpoint was evicted on every turn).
 - kinds ``c``: a ``tail`` (the exact end of a prompt, off the block grid), a
   ``leaf`` (an aligned checkpoint nothing extended), an ``interior`` one (a
   later prompt extended it) or a ``branch`` (prompts diverged from it) are
@@ -99,9 +117,14 @@ class PrefixChainPolicy(Policy):
     :param marginal: count tokens from the nearest stored ancestor (True) or from 0 (False).
     :param context_scale: context length at which attention costs as much as the rest
         of prefill (0: count tokens only).
-    :param age_base: seconds of the first age bucket; bucket ``b`` holds idle times
+    :param age_base: width of the first age bucket, in events (or seconds with
+        ``clock="seconds"``); bucket ``b`` holds idle times
         ``age_base · (2**b − 1) .. age_base · (2**(b+1) − 1)``.
     :param memory: idle-spell ends after which the learned statistics count half.
+    :param clock: ``"events"`` (default: ages count inserts and hits, so the time
+        scale changes nothing) or ``"seconds"`` (ages from ``now``).
+    :param prior_decay: how fast the prior hit count falls per age bucket (0..1];
+        1 gives every age the same prior.
     """
 
     name = "prefix-chain"
@@ -112,7 +135,8 @@ class PrefixChainPolicy(Policy):
 
     def __init__(self, *, prefix_weight: float = 0.0, learn_kinds: bool = True,
                  admit_threshold: float = 0.0, marginal: bool = True,
-                 context_scale: float = 65_536.0, age_base: float = 10.0, memory: int = 8_000) -> None:
+                 context_scale: float = 65_536.0, age_base: float = 2.0, memory: int = 8_000,
+                 clock: str = "events", prior_decay: float = 0.5) -> None:
         if not 0.0 <= prefix_weight <= 1.0:
             raise ValueError(f"prefix_weight must be in [0, 1], got {prefix_weight!r}")
         if not 0.0 <= admit_threshold <= 1.0:
@@ -123,6 +147,13 @@ class PrefixChainPolicy(Policy):
             raise ValueError(f"age_base must be > 0 seconds, got {age_base!r}")
         if isinstance(memory, bool) or not isinstance(memory, int) or memory < 1:
             raise ValueError(f"memory must be an int >= 1, got {memory!r}")
+        if clock not in ("events", "seconds"):
+            raise ValueError(f"clock must be 'events' or 'seconds', got {clock!r}")
+        if not 0.0 < prior_decay <= 1.0:
+            raise ValueError(f"prior_decay must be in (0, 1], got {prior_decay!r}")
+        self.clock = clock
+        self.prior_decay = float(prior_decay)
+        self._tick = 0
         self.prefix_weight = float(prefix_weight)
         self.learn_kinds = bool(learn_kinds)
         self.admit_threshold = float(admit_threshold)
@@ -149,6 +180,15 @@ class PrefixChainPolicy(Policy):
         self._mids = [self._bucket_start(b) + self._widths[b] / 2 for b in range(self.BUCKETS)]
 
     # ------------------------------------------------------------ the model
+    def _time(self, now: float, event: bool) -> float:
+        """The policy's own clock: events seen (an insert or a hit is one) or ``now``."""
+        if self.clock == "seconds":
+            self._now = max(self._now, now)
+        else:
+            self._tick += event
+            self._now = float(self._tick)
+        return self._now
+
     def bucket(self, age: float) -> int:
         """Age bucket of an idle time in seconds (log-spaced from ``age_base``)."""
         if age <= 0:
@@ -176,13 +216,15 @@ class PrefixChainPolicy(Policy):
         widths, mids = self._widths, self._mids
         out = [0.0] * self.BUCKETS
         hit_sum = later_ends = later_time = 0.0
+        prior = 0.01 * self.prior_decay ** self.BUCKETS
         for b in reversed(range(self.BUCKETS)):  # suffix sums
             hit_sum += hits[b]
+            prior /= self.prior_decay
             # expected idle time still to come, summed over spells that reached bucket b:
             # those ending (or still idle) in a later bucket, those within this one
             # (half its width on average), and a prior of one spell lasting its whole width
             lifetime = (later_time - mids[b] * later_ends) + ends[b] * widths[b] / 2 + widths[b]
-            out[b] = (hit_sum + 0.01) / lifetime
+            out[b] = (hit_sum + prior) / lifetime
             later_ends += ends[b]
             later_time += ends[b] * mids[b]
         return out
@@ -284,7 +326,7 @@ class PrefixChainPolicy(Policy):
                 by_age = self._by_age.get(group)
 
     def _use(self, key: str, now: float, used: float) -> None:
-        self._now = max(self._now, now)
+        now = self._time(now, True)
         self._end_spell(key, now, used)
         eligible = key in self._group
         self._unlink(key)
@@ -294,7 +336,7 @@ class PrefixChainPolicy(Policy):
 
     # --------------------------------------------------------------- events
     def on_insert(self, key: str, now: float) -> None:
-        self._now = max(self._now, now)
+        now = self._time(now, True)
         self._last_use[key] = now
         parent = self.view.entry(key).parent
         self._rescore(key)
@@ -341,7 +383,7 @@ class PrefixChainPolicy(Policy):
         return self.reuse("tail" if candidate.is_tail else "leaf") >= self.admit_threshold
 
     def victim(self, now: float) -> str | None:
-        self._now = max(self._now, now)
+        self._time(now, False)
         if self._pending_rescore:
             self._flush()
         if not self._group:

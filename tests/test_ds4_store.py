@@ -8,6 +8,8 @@ does: reload the longest stored prefix, then write a checkpoint at every block
 boundary past it and one at the end of the prompt.
 """
 
+import time
+
 import numpy as np
 import pytest
 
@@ -27,10 +29,11 @@ def scaled(spans):
     return tuple((content, max(1, n // SCALE)) for content, n in spans)
 
 
-def engine_turns(store_dir, policy):
+def engine_turns(store_dir, policy, clock="injected"):
     tokens_of = TokenMaterializer()
     loaded_per_live_turn = []
-    clock = iter(np.arange(0.0, 1e9, 60.0)).__next__
+    # injected: a minute per store call; wall: every checkpoint seconds apart, as in a real engine
+    clock = iter(np.arange(0.0, 1e9, 60.0)).__next__ if clock == "injected" else time.time
     with CheckpointStore(store_dir, capacity_bytes=PAYLOAD_BUDGET + INDEX, index_bytes=INDEX,
                          block_tokens=BLOCK, namespace="ds4-scaled", policy=policy, clock=clock) as store:
         for request in generate(Ds4Config()):
@@ -47,9 +50,14 @@ def engine_turns(store_dir, policy):
     return loaded_per_live_turn, stats
 
 
-@pytest.mark.parametrize("policy, expected", [("ds4-density", 0), ("prefix-chain", 32_768 // SCALE)])
-def test_ds4_issue_444_through_the_real_store(tmp_path, policy, expected):
-    loaded, stats = engine_turns(str(tmp_path / policy), policy)
+@pytest.mark.parametrize("policy, expected, clock", [
+    ("ds4-density", 0, "injected"),  # its failure needs stale files hours old: not on a seconds-long run
+    ("prefix-chain", 32_768 // SCALE, "injected"),
+    ("prefix-chain", 32_768 // SCALE, "wall"),  # all checkpoints seconds apart, as in a real engine
+    ("lru", 32_768 // SCALE, "wall"),
+])
+def test_ds4_issue_444_through_the_real_store(tmp_path, policy, expected, clock):
+    loaded, stats = engine_turns(str(tmp_path / policy), policy, clock)
     assert stats["evictions"] > 500 and stats["entries"] > 100  # at capacity, hundreds of files
     assert loaded[0] == 0  # the live session's first turn is cold for everyone
     assert loaded[1:] == [expected] * (len(loaded) - 1)

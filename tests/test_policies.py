@@ -135,7 +135,7 @@ def _sessions_that_return_after(m, think, sessions):
 
 
 def test_prefix_chain_learns_how_long_an_idle_checkpoint_is_worth_keeping():
-    p = PrefixChainPolicy()
+    p = PrefixChainPolicy(clock="seconds", age_base=10.0)  # ages in seconds, to read them here
     m = EvictionManager(10_000, p, block_tokens=100)
     _sessions_that_return_after(m, think=60, sessions=40)
     assert len(m) == 0
@@ -150,6 +150,25 @@ def test_prefix_chain_learns_how_long_an_idle_checkpoint_is_worth_keeping():
     p._check()
 
 
+def test_prefix_chain_ages_count_events_so_time_scale_changes_nothing():
+    """The same events 100x faster or slower give the same victims: ages are
+    counted in the store's own events (inserts and hits), not in seconds."""
+    def victims(scale):
+        p = PrefixChainPolicy()
+        m = EvictionManager(1_000, p, block_tokens=100)
+        for s in range(30):  # sessions interleaved three at a time: each returns 6 events later
+            put(m, entry(f"s{s}", 100, 10), s * scale)
+            if s >= 3:
+                m.record_hit(f"s{s - 3}", (s + 0.5) * scale)
+        put(m, entry("deep", 2_000, 200), 31 * scale)  # fresh, large, few tokens per byte
+        return [v.key for v in m.evict_for(m.free_bytes + 100, 32 * scale)]
+    slow = victims(100.0)
+    assert slow == victims(1.0) == victims(0.01)
+    # sessions idle for many events go before the fresh deep checkpoint and
+    # before sessions not yet due back, whatever their tokens per byte
+    assert len(slow) == 10 and not {"deep", "s27", "s28", "s29"} & set(slow)
+
+
 def test_prefix_chain_density_statistics_are_forgotten_with_a_half_life():
     p = PrefixChainPolicy(memory=10)
     m = EvictionManager(10_000, p, block_tokens=100)
@@ -159,7 +178,8 @@ def test_prefix_chain_density_statistics_are_forgotten_with_a_half_life():
 
 
 @pytest.mark.parametrize("option, value", [("prefix_weight", 1.5), ("admit_threshold", -0.1),
-                                           ("context_scale", -1.0), ("age_base", 0.0), ("memory", 0)])
+                                           ("context_scale", -1.0), ("age_base", 0.0), ("memory", 0),
+                                           ("clock", "wall"), ("prior_decay", 0.0)])
 def test_prefix_chain_rejects_bad_options_by_name(option, value):
     with pytest.raises(ValueError, match=option):
         PrefixChainPolicy(**{option: value})

@@ -118,6 +118,9 @@ class EvictionManager:
         self._tail_children: dict[str, int] = {}
         self._shielded: set[str] = set()
         self._tails: dict[str, dict[str, int]] = {}  # anchor key -> {tail key: tokens}
+        self._sessions: dict[str, set[str]] = {}  # key -> every session that wrote or used it
+        self._session_keys: dict[str, set[str]] = {}  # live session -> its keys
+        self._ended: dict[str, None] = {}  # keys of ended, unshared sessions: first victims, oldest first
         self._used = 0
         self._reserved = 0
         self._pinned_bytes = 0
@@ -287,7 +290,11 @@ class EvictionManager:
         return evicted
 
     def _next_victim(self, now: float, evicted: list[Entry]) -> str | None:
-        """Ask the policy for a victim and check it; ``None`` when it names none."""
+        """The oldest eligible checkpoint of an ended session, else the policy's
+        victim (checked); ``None`` when it names none."""
+        for key in self._ended:
+            if self.is_eligible(key):
+                return key
         try:
             key = self.policy.victim(now)
         except Exception as exc:
@@ -389,16 +396,63 @@ class EvictionManager:
                 tails.pop(key, None)
                 if not tails:
                     del self._tails[entry.anchor]
+        self._ended.pop(key, None)
+        for session in self._sessions.pop(key, ()):
+            keys = self._session_keys.get(session)
+            if keys is not None:
+                keys.discard(key)
         self._call("on_remove", key)
         return entry
 
-    def record_hit(self, key: str, now: float) -> None:
-        """A lookup matched ``key``: tell the policy, and credit its stored ancestors."""
+    def record_hit(self, key: str, now: float, *, session: str | None = None) -> None:
+        """A lookup matched ``key``: tell the policy, and credit its stored ancestors.
+
+        ``session`` (optional hint) marks ``key`` and those ancestors as used by it.
+        """
         entry = self._entries[key]
         self._call("on_hit", key, now)
         for ancestor in entry.ancestors:
             if ancestor in self._entries:
                 self._call("on_prefix_hit", ancestor, now)
+                if session is not None:
+                    self.note_session(ancestor, session)
+        if session is not None:
+            self.note_session(key, session)
+
+    # ------------------------------------------------------- session hints
+    def note_session(self, key: str, session: str) -> None:
+        """Record that ``session`` wrote or used the stored ``key`` (a hint from
+        an engine that knows its sessions). Runtime complexity: O(1)."""
+        if key not in self._entries:
+            raise KeyError(key)
+        owners = self._sessions.setdefault(key, set())
+        if session not in owners:
+            owners.add(session)
+            self._session_keys.setdefault(session, set()).add(key)
+            self._ended.pop(key, None)  # used again: no longer an ended session's own
+
+    def end_session(self, session: str, now: float) -> int:
+        """``session`` is over: its checkpoints that no other session wrote or used
+        become the first victims (oldest ended first), ahead of the policy's
+        choice; the policy hears ``on_session_end`` for each. Returns how many.
+        Runtime complexity: O(keys of the session).
+
+        >>> from policies import LRUPolicy
+        >>> m = EvictionManager(100, LRUPolicy(), block_tokens=4)
+        >>> m.insert(Entry("a", tokens=4, size=40), now=0.0, reserved=0); m.note_session("a", "s1")
+        >>> m.insert(Entry("b", tokens=4, size=40), now=1.0, reserved=0); m.note_session("b", "s2")
+        >>> m.end_session("s2", now=2.0)
+        1
+        >>> [e.key for e in m.evict_for(60, now=3.0)]  # LRU alone would evict "a"
+        ['b']
+        """
+        ended = 0
+        for key in sorted(self._session_keys.pop(session, ())):
+            if self._sessions.get(key) == {session}:
+                self._ended[key] = None
+                self._call("on_session_end", key, now)
+                ended += 1
+        return ended
 
     def restore_hit(self, key: str, now: float) -> None:
         """Tell the policy of a hit recorded before a reopen (no prefix hits)."""
@@ -453,6 +507,9 @@ class EvictionManager:
             assert kids and all(self._entries[k].parent == parent for k in kids)
             assert self._tail_children.get(parent, 0) == sum(self._entries[k].is_tail for k in kids)
         assert set(self._views) == set(self._entries)
+        assert set(self._ended) <= set(self._entries) and set(self._sessions) <= set(self._entries)
+        for session, keys in self._session_keys.items():
+            assert all(session in self._sessions[k] for k in keys), session
         for entry in self._entries.values():
             if entry.parent is not None:
                 assert entry.key in self._children[entry.parent]

@@ -69,6 +69,12 @@ class Match:
     chain: tuple[str, ...] = ()  #: chained layout: keys of its blocks, first to last
 
 
+def _check_session(session: object) -> str | None:
+    if session is not None and not isinstance(session, str):
+        raise TypeError(f"session must be a str or None, not {type(session).__name__}")
+    return session
+
+
 def _default_index_bytes(capacity: int) -> int:
     return min(max(capacity // 64, _MIN_INDEX_BYTES), _MAX_INDEX_BYTES)
 
@@ -159,6 +165,7 @@ class CheckpointStore:
         self._closed = True
         self._lock_fd = -1
         self._pending_hits: dict[str, tuple[int, float]] = {}
+        self._session_hints: dict[str, str] = {}  # key being written -> the session that put it
         self._pending_counters: dict[str, int] = {}
         self._generation: int | None = None
         ram_policy_instance = resolve(ram_policy) if ram_bytes else None
@@ -484,13 +491,14 @@ class CheckpointStore:
     def _prefix_keys(self, tokens: TokensLike) -> PrefixKeys:
         return PrefixKeys(self.namespace, tokens, self.block_tokens)
 
-    def lookup(self, tokens: TokensLike) -> Match | None:
+    def lookup(self, tokens: TokensLike, *, session: str | None = None) -> Match | None:
         """The longest stored checkpoint that is a prefix of ``tokens``, or ``None``.
 
         Considers every aligned prefix and the tails anchored on them, in every
         tier (a tie goes to the fastest tier); in the ``chained`` layout only
         prefixes whose every block is stored somewhere. Counts a hit on the
-        match (in each tier holding it) and a prefix hit on its stored ancestors.
+        match (in each tier holding it) and a prefix hit on its stored ancestors;
+        ``session`` (a hint, see :meth:`end_session`) marks them used by it.
         Runtime complexity: O(len(tokens)) hashing + O(blocks * tiers) probes.
         """
         self._check_open()
@@ -506,7 +514,7 @@ class CheckpointStore:
             if found is None:
                 return None
             n_tokens, key, chain = found
-            self._record_hit(key, self._clock())
+            self._record_hit(key, self._clock(), _check_session(session))
             return Match(tokens=n_tokens, key=key, tier=tier,
                          is_tail=n_tokens % self.block_tokens != 0, chain=chain)
 
@@ -597,7 +605,7 @@ class CheckpointStore:
             if name == served:
                 return
 
-    def _record_hit(self, key: str, now: float) -> None:
+    def _record_hit(self, key: str, now: float, session: str | None = None) -> None:
         if self._ram is not None:
             self._ram.record_hit(key, now)
         for store in (self, self._cold):
@@ -605,7 +613,7 @@ class CheckpointStore:
                 continue
             with store._lock:
                 if key in store._manager:
-                    store._manager.record_hit(key, now)
+                    store._manager.record_hit(key, now, session=session)
                     hits, _ = store._pending_hits.get(key, (0, now))
                     store._pending_hits[key] = (hits + 1, now)
 
@@ -746,14 +754,15 @@ class CheckpointStore:
                          namespace=self.namespace.name, block_tokens=self.block_tokens,
                          layout=self.layout, policy=policy, readonly=self.readonly, clock=self._clock)
 
-    def load_longest(self, tokens: TokensLike) -> tuple[int, Any]:
+    def load_longest(self, tokens: TokensLike, *, session: str | None = None) -> tuple[int, Any]:
         """``(n_tokens, payload)`` of the longest loadable prefix; ``(0, None)`` on a miss.
 
         Falls back to shorter prefixes when the longest one cannot be read.
+        ``session`` is a hint, as in :meth:`lookup`.
         """
         self._check_open()
         for _ in range(1 + len(tokens) // self.block_tokens + 1):
-            match = self.lookup(tokens)
+            match = self.lookup(tokens, session=session)
             if match is None:
                 return 0, None
             payload = self.load(match)
@@ -787,6 +796,7 @@ class CheckpointStore:
         tail: bool = False,
         priority: int = 0,
         durable: bool = True,
+        session: str | None = None,
     ) -> bool:
         """Store the KV state ``payload`` of the prefix ``tokens``.
 
@@ -794,6 +804,10 @@ class CheckpointStore:
         ``tail=True`` (a checkpoint at the exact end of a prompt). Returns
         ``True`` when written, ``False`` when that prefix is already stored or
         the policy declined it. Evicts what the policy names to make room.
+
+        ``session`` names the engine's session that wrote it, a hint: once
+        :meth:`end_session` says it is over, its checkpoints that no other
+        session used are the first to go.
 
         Raises :class:`~kvstore.errors.CapacityError` when the payload can never
         fit, and the ``OSError`` of a failed write (nothing is left behind).
@@ -808,6 +822,7 @@ class CheckpointStore:
             raise TypeError(f"priority must be an int, not {type(priority).__name__}")
         if not -(2**31) <= priority < 2**31:
             raise ValueError(f"priority must fit in 32 bits, got {priority}")
+        session = _check_session(session)
         prefix = self._prefix_keys(tokens)
         n_tokens = len(prefix)
         if n_tokens == 0:
@@ -834,9 +849,17 @@ class CheckpointStore:
             raise ValueError(
                 f"chained layout: the block before tokens[:{n_tokens}] is not stored; "
                 f"put the blocks of a prompt in order")
+        if session is not None:
+            with self._lock:
+                self._session_hints[key] = session
         if not durable:
             return self._queue_write(header, payload)
         written = self._store_file(header, view, durable=True)
+        if session is not None:
+            with self._lock:
+                self._session_hints.pop(key, None)
+                if key in self._manager:  # stored now, or already: either way it is the session's
+                    self._manager.note_session(key, session)
         if written:
             self._hold_in_ram(header, payload, promotion=False)
         return written
@@ -910,6 +933,9 @@ class CheckpointStore:
                     self._count("raw_bytes_in", header.payload_len)
                     self._count("stored_bytes_in", written)
                 self._manager.insert(_entry_from_record(record), now, reserved=size)
+                session = self._session_hints.pop(key, None) if self._session_hints else None
+                if session is not None:
+                    self._manager.note_session(key, session)
                 return True
 
         try:
@@ -1003,6 +1029,25 @@ class CheckpointStore:
             self._files.delete(record.file)
 
     # ================================================================== pins
+    def end_session(self, session: str) -> int:
+        """Tell the store that the engine's ``session`` is over (a hint).
+
+        Its checkpoints on disk that no other session wrote or used (through
+        ``put(..., session=)``, ``lookup``/``load_longest(..., session=)``)
+        become the first victims, ahead of the policy's choice; shared ones (a
+        system prompt) stay with the policy. Hints live in this process.
+        Returns how many checkpoints it released. Runtime complexity: O(its keys).
+        """
+        self._check_open()
+        session = _check_session(session)
+        if session is None:
+            raise TypeError("session must be a str, not None")
+        with self._lock:
+            self._sync()
+            for key in [k for k, s in self._session_hints.items() if s == session]:
+                del self._session_hints[key]
+            return self._manager.end_session(session, self._clock())
+
     def pin(self, tokens: TokensLike) -> Match:
         """Keep the longest prefix of ``tokens`` stored on disk out of eviction.
 

@@ -15,6 +15,8 @@ told                      when
 ``on_eligible(key, ok)``  it became (in)eligible as a victim: pins, and in the
                           ``chained`` layout, gaining or losing stored children
 ``on_pin / on_unpin``     the engine pinned or unpinned it
+``on_session_end(k, now)`` the only session that used it ended (a hint; the
+                          manager then evicts it before asking ``victim``)
 ========================  ==================================================
 
 ========================  ==================================================
@@ -132,6 +134,10 @@ class Policy:
 
     def on_unpin(self, key: str) -> None:
         """The engine unpinned ``key``."""
+
+    def on_session_end(self, key: str, now: float) -> None:
+        """The one session that wrote or used ``key`` has ended (an engine's hint).
+        The manager evicts such checkpoints first, before asking :meth:`victim`."""
 
     def admit(self, candidate: EntryView, now: float) -> bool:
         """Whether to write ``candidate`` at all. The default admits everything."""

@@ -50,6 +50,9 @@ def _add_replay_options(p: argparse.ArgumentParser) -> None:
                    help="snapshot: each checkpoint holds the whole state; chained: one block each")
     p.add_argument("--block-tokens", type=int, default=4096, help="checkpoint every N tokens (default 4096)")
     p.add_argument("--no-tail", action="store_true", help="do not write a checkpoint at the exact end of a prompt")
+    p.add_argument("--session-hints", action="store_true",
+                   help="tell the store each request's session and when a session ends "
+                        "(put(session=), end_session): an ended session's own checkpoints go first")
     p.add_argument("--json", action="store_true", help="print a JSON list of results instead of a table")
 
 
@@ -62,7 +65,8 @@ def _working_set(args) -> int:
 def _spec(args, policy: str, capacity: str, working_set: int | None) -> RunSpec:
     return RunSpec(trace=args.trace, policy=policy, capacity_bytes=resolve_capacity(capacity, working_set),
                    capacity_label=capacity, profile=args.profile, layout=args.layout,
-                   block_tokens=args.block_tokens, write_tail=not args.no_tail, profiles_file=args.profiles_file)
+                   block_tokens=args.block_tokens, write_tail=not args.no_tail, profiles_file=args.profiles_file,
+                   session_hints=args.session_hints)
 
 
 def _public(result: dict) -> dict:

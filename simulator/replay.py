@@ -39,7 +39,7 @@ from kvstore.errors import CapacityError
 from kvstore.eviction import Entry, EvictionManager
 from kvstore.keys import Namespace, PrefixKeys
 from policies.base import Policy
-from policies.registry import resolve
+from policies.registry import is_offline, resolve
 
 from .costmodel import Profile
 from .tokens import TokenMaterializer
@@ -66,6 +66,9 @@ class ReplayConfig:
     write_tail: bool = True
     namespace: str = "kvsim"
     policy_options: dict = field(default_factory=dict)
+    #: pass the trace's sessions to the store as hints: every write and hit
+    #: names its session, and a session ends after its last request
+    session_hints: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.capacity_bytes, bool) or not isinstance(self.capacity_bytes, int) \
@@ -188,9 +191,9 @@ def replay(
     ``next_use`` is the oracle an offline policy (``belady``) needs.
     """
     options = dict(config.policy_options)
-    if isinstance(config.policy, str) and config.policy == "belady":
+    if isinstance(config.policy, str) and is_offline(config.policy):
         if next_use is None:
-            raise ValueError("policy 'belady' needs the future: use simulator.sweep.run(), "
+            raise ValueError(f"policy {config.policy!r} needs the future: use simulator.sweep.run(), "
                              "which builds the oracle from the trace")
         options["next_use"] = next_use
     policy = resolve(config.policy, **options)
@@ -203,8 +206,13 @@ def replay(
     blend = _BlendTracker()
     metrics = Metrics()
     done = 0
-    for request in requests:
+    last_of_session: dict[str, int] = {}
+    if config.session_hints:  # an engine hears when a session ends; the trace knows it up front
+        requests = list(requests)
+        last_of_session = {request.session: i for i, request in enumerate(requests)}
+    for i, request in enumerate(requests):
         now = request.t
+        session = request.session if config.session_hints else None
         warmup = bool(request.tags.get("warmup"))
         prefix = PrefixKeys(namespace, tokens_of.tokens(request.prompt), block)
         total = len(prefix)
@@ -212,14 +220,16 @@ def replay(
         loaded, load_s = 0, 0.0
         if found is not None:
             loaded, key = found
-            manager.record_hit(key, now)
+            manager.record_hit(key, now, session=session)
             if config.layout == "snapshot":
                 load_bytes = manager.get(key).size
             else:
                 load_bytes = manager.get(key).size + sum(manager.get(a).size for a in manager.get(key).ancestors)
             load_s = profile.load_seconds(load_bytes)
         ttft = load_s + profile.prefill_seconds(loaded, total)
-        written = _write_checkpoints(manager, config, prefix, loaded, now)
+        written = _write_checkpoints(manager, config, prefix, loaded, now, session)
+        if session is not None and last_of_session[session] == i:
+            manager.end_session(session, now)
         if not warmup:
             metrics.requests += 1
             metrics.prompt_tokens += total
@@ -245,7 +255,7 @@ def replay(
 
 
 def _write_checkpoints(manager: EvictionManager, config: ReplayConfig, prefix: PrefixKeys,
-                       loaded: int, now: float) -> int:
+                       loaded: int, now: float, session: str | None = None) -> int:
     """The engine writes checkpoints past what it loaded; returns bytes written."""
     block = config.block_tokens
     written = 0
@@ -270,6 +280,8 @@ def _write_checkpoints(manager: EvictionManager, config: ReplayConfig, prefix: P
                 break  # no block past this one could be loaded either
             continue
         manager.insert(entry, now)
+        if session is not None:
+            manager.note_session(key, session)
         written += entry.size
     return written
 

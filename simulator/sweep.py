@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
-from policies.registry import available, online
+from policies.registry import available, is_offline, offline, online
 
 from .costmodel import Profile, get_profile, load_profiles
 from .oracle import FutureOracle
@@ -54,7 +54,7 @@ def resolve_capacity(text: str, working_set: int | None) -> int:
 def parse_policies(text: str) -> list[str]:
     """``all`` (every online policy, plus ``belady``), or a comma-separated list."""
     if text.strip() == "all":
-        return online() + ["belady"]
+        return online() + offline()
     names = [n.strip() for n in text.split(",") if n.strip()]
     known = available()
     for name in names:
@@ -76,6 +76,7 @@ class RunSpec:
     block_tokens: int = 4096
     write_tail: bool = True
     profiles_file: str | None = None
+    session_hints: bool = False
 
 
 def _profile(spec: RunSpec) -> Profile:
@@ -86,8 +87,9 @@ def _profile(spec: RunSpec) -> Profile:
 def run(spec: RunSpec, *, on_request=None, progress=None) -> dict:
     """Replay one spec; return the metrics as a dict with the run's labels."""
     config = ReplayConfig(capacity_bytes=spec.capacity_bytes, policy=spec.policy, profile=_profile(spec),
-                          layout=spec.layout, block_tokens=spec.block_tokens, write_tail=spec.write_tail)
-    if spec.policy == "belady":  # the offline reference needs the whole future in memory
+                          layout=spec.layout, block_tokens=spec.block_tokens, write_tail=spec.write_tail,
+                          session_hints=spec.session_hints)
+    if is_offline(spec.policy):  # an offline reference needs the whole future in memory
         requests = load_trace(spec.trace)
         oracle = FutureOracle(requests, spec.block_tokens).next_use
     else:  # stream: memory stays bounded however long the trace

@@ -313,3 +313,26 @@ def test_two_store_objects_in_one_process_share_the_index(store_dir):
     with open_store(store_dir) as a, open_store(store_dir) as b:
         a.put(list(range(16)), b"from a")
         assert b.load_longest(list(range(16))) == (16, b"from a")
+
+
+def test_an_ended_sessions_own_checkpoints_go_first_and_shared_ones_stay(store_dir):
+    system = tokens_for(0, B)
+    a = system + tokens_for(1, B)  # session "a": the system prompt, then its own block
+    b = system + tokens_for(2, B)
+    c = system + tokens_for(3, B)
+    size = 200_000
+    with open_store(store_dir, capacity=1 * MiB + 4 * size + 8192, index_bytes=1 * MiB,
+                    policy="lru") as store:
+        store.put(system, bytes(size), session="a")
+        store.put(a, bytes(size), session="a")
+        store.put(b, bytes(size), session="b")
+        assert store.load_longest(b + [7], session="b")[0] == 2 * B  # b also uses the system prompt's prefix
+        assert store.lookup(system, session="b").tokens == B
+        store.put(c, bytes(size), session="c")  # full now
+        assert store.end_session("c") == 1  # its own block; nothing of it is shared
+        assert store.end_session("a") == 1  # its block only: b used the system prompt too
+        store.put(system + tokens_for(4, B), bytes(size))  # LRU alone would evict "a"'s block, then system
+        assert store.lookup(c).tokens == B  # c's block went first
+        assert store.lookup(a).tokens == 2 * B and store.lookup(system).tokens == B
+        with pytest.raises(TypeError, match="session"):
+            store.put(a, b"x", session=3)

@@ -18,27 +18,48 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from .base import Policy
-from .belady import BeladyPolicy
+from .belady import BeladyPolicy, BeladySizePolicy
 from .ds4_density import Ds4DensityPolicy
 from .field import HiCachePolicy, MarconiPolicy, VllmOffloadPolicy
 from .lru import LRUPolicy
 from .prefix_chain import PrefixChainPolicy
 from .simple import FIFOPolicy, GDSFPolicy, LFUPolicy, RandomPolicy
 
-__all__ = ["available", "get", "resolve", "online", "BUILTIN", "ENTRY_POINT_GROUP"]
+__all__ = ["available", "get", "resolve", "online", "offline", "is_offline", "BUILTIN", "ENTRY_POINT_GROUP"]
 
 ENTRY_POINT_GROUP = "kvstore.policies"
 
 BUILTIN: dict[str, type[Policy]] = {
     cls.name: cls
     for cls in (PrefixChainPolicy, LRUPolicy, FIFOPolicy, LFUPolicy, GDSFPolicy, Ds4DensityPolicy,
-                RandomPolicy, HiCachePolicy, VllmOffloadPolicy, MarconiPolicy, BeladyPolicy)
+                RandomPolicy, HiCachePolicy, VllmOffloadPolicy, MarconiPolicy, BeladyPolicy,
+                BeladySizePolicy)
 }
 
 
 def online() -> list[str]:
     """Names of the built-in policies an engine can run (all but offline references)."""
     return [name for name, cls in BUILTIN.items() if not cls.offline]
+
+
+def offline() -> list[str]:
+    """Names of the built-in offline references (they need the future: simulator only)."""
+    return [name for name, cls in BUILTIN.items() if cls.offline]
+
+
+def is_offline(policy: object) -> bool:
+    """Whether ``policy`` (a name or an instance) is an offline reference.
+
+    >>> is_offline("belady"), is_offline("lru")
+    (True, False)
+    """
+    if isinstance(policy, str):
+        cls = BUILTIN.get(policy)
+        if cls is None:
+            ep = _entry_point_classes().get(policy)
+            cls = ep.load() if ep is not None else None
+        return bool(getattr(cls, "offline", False))
+    return bool(getattr(policy, "offline", False))
 
 
 def _entry_point_classes() -> dict[str, Any]:

@@ -73,6 +73,26 @@ def test_belady_evicts_what_is_needed_furthest_away():
         BeladyPolicy()
 
 
+def test_belady_size_knows_a_snapshot_is_redundant_when_a_stored_child_covers_its_next_use():
+    # "short" and its child "deep" are both used at t=10; "other" at t=40
+    uses = {"short": [10.0, 100.0], "deep": [10.0], "other": [40.0]}
+
+    def next_use(key, now):
+        return next((t for t in uses.get(key, []) if t > now), math.inf)
+
+    m = EvictionManager(30, policies.get("belady-size", next_use=next_use), block_tokens=1)
+    put(m, entry("short", 1, 10), 0)
+    put(m, entry("deep", 2, 10, parent="short", ancestors=("short",)), 0)
+    put(m, entry("other", 1, 10), 0)
+    # plain MIN would evict "other" (next use 40 > 10); at t=10 "deep" serves the
+    # request, so "short" is next useful only at t=100
+    assert [v.key for v in m.evict_for(10, 1)] == ["short"]
+    plain = EvictionManager(30, BeladyPolicy(next_use=next_use), block_tokens=1)
+    for key, parent in (("short", None), ("deep", "short"), ("other", None)):
+        put(plain, entry(key, 2 if parent else 1, 10, parent=parent, ancestors=(parent,) if parent else ()), 0)
+    assert [v.key for v in plain.evict_for(10, 1)] == ["other"]
+
+
 def test_prefix_chain_values_marginal_tokens_from_the_nearest_stored_ancestor():
     p = PrefixChainPolicy(learn_kinds=False)
     m = EvictionManager(10_000, p, block_tokens=100)
@@ -198,7 +218,7 @@ def test_every_policy_is_listed_with_a_description():
     names = policies.available()
     assert set(policies.registry.BUILTIN) <= set(names)
     assert all(len(d) > 10 for d in names.values())
-    assert "belady" not in policies.online()
+    assert "belady" not in policies.online() and set(policies.offline()) == {"belady", "belady-size"}
 
 
 def make(name):
@@ -211,7 +231,7 @@ def make(name):
 # is tests/test_conformance.py (the kvstore.testing kit).
 
 
-@pytest.mark.parametrize("name", sorted(set(policies.registry.BUILTIN) - {"belady"}))
+@pytest.mark.parametrize("name", sorted(policies.online()))
 def test_every_online_policy_treats_priority_as_a_strict_tier(name):
     m = EvictionManager(60, make(name), block_tokens=1)
     for i in range(6):  # the high-priority ones are the oldest, least used and least dense

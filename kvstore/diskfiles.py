@@ -25,13 +25,14 @@ import logging
 import os
 import secrets
 import shutil
+import stat
 import zlib
 from collections.abc import Iterator
 from dataclasses import replace
 
 import zstandard
 
-from .errors import CorruptFileError
+from .errors import CorruptFileError, StoreUnavailableError
 from .fileformat import Header, payload_view
 
 __all__ = ["DiskFiles", "CHUNK_BYTES", "stored_size_bound"]
@@ -59,16 +60,37 @@ _DATA, _TMP, _QUARANTINE = "data", "tmp", "quarantine"
 _SUFFIX = ".kv"
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# errors that mean "this path is not a file we can read": a symlink (ELOOP with
+# O_NOFOLLOW), a folder, no permission, a device that refuses to open
+_UNREADABLE = (errno.ELOOP, errno.EISDIR, errno.EACCES, errno.EPERM, errno.ENXIO, errno.ENOTDIR)
+
+
+def _open_dir(name: str, dir_fd: int | None, *, create: bool, what: str) -> int:
+    """Open the folder ``name`` (relative to ``dir_fd``) without following a symlink."""
+    if create:
+        try:
+            os.mkdir(name, 0o700, dir_fd=dir_fd)
+        except FileExistsError:
+            pass
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise StoreUnavailableError(f"{what} is a symlink or not a folder; refusing to use it") from None
+        raise
 
 
 class DiskFiles:
-    """The payload files of one store directory (no index, no accounting)."""
+    """The payload files of one store directory (no index, no accounting).
+
+    Every operation goes through descriptors of the store's own folders,
+    opened with ``O_NOFOLLOW``: a symlink planted anywhere inside the store,
+    even while it is open, is never followed (a read through it is a miss, a
+    write replaces it by a real folder). Only regular files are ever read:
+    a FIFO, a device or a folder where a payload should be is refused
+    without blocking.
+    """
 
     def __init__(self, root: str, *, create: bool = True) -> None:
         """``create=False`` (a store opened read-only) makes no directories."""
@@ -76,10 +98,31 @@ class DiskFiles:
         self.data_dir = os.path.join(root, _DATA)
         self.tmp_dir = os.path.join(root, _TMP)
         self.quarantine_dir = os.path.join(root, _QUARANTINE)
-        for path in (self.data_dir, self.tmp_dir, self.quarantine_dir) if create else ():
-            os.makedirs(path, mode=0o700, exist_ok=True)
-            if os.path.islink(path):
-                raise CorruptFileError(f"{path} is a symlink; refusing to use it")
+        self._fds: list[int] = []
+        try:
+            self._root_fd = self._keep(_open_dir(root, None, create=False, what=root))
+            self._data_fd, self._tmp_fd, self._quarantine_fd = (
+                self._keep(_open_dir(name, self._root_fd, create=create, what=os.path.join(root, name)))
+                for name in (_DATA, _TMP, _QUARANTINE))
+        except BaseException:
+            self.close()
+            raise
+
+    def _keep(self, fd: int) -> int:
+        self._fds.append(fd)
+        return fd
+
+    def close(self) -> None:
+        """Close the folder descriptors (idempotent)."""
+        fds, self._fds = self._fds, []
+        for fd in fds:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
 
     # ---------------------------------------------------------------- names
     @staticmethod
@@ -89,16 +132,46 @@ class DiskFiles:
         return f"{key}.{secrets.token_hex(4)}{_SUFFIX}"
 
     def path_of(self, name: str) -> str:
-        if not _valid_name(name):
-            raise CorruptFileError(f"invalid payload file name {name!r}")
+        """Where ``name`` lives (for messages and tests; I/O goes through descriptors)."""
+        _check_name(name)
         return os.path.join(self.data_dir, name[:2], name)
+
+    def _subdir(self, name: str, *, create: bool) -> int:
+        """A descriptor of ``data/<2 hex>/`` for ``name`` (close it after use).
+
+        Without ``create``, a missing or non-folder entry raises ``FileNotFoundError``
+        (the file is as good as gone). With it, anything else in its place (a
+        symlink, a file) is removed first and a real folder made.
+        """
+        _check_name(name)
+        prefix = name[:2]
+        try:
+            return os.open(prefix, _DIR_FLAGS, dir_fd=self._data_fd)
+        except FileNotFoundError:
+            if not create:
+                raise
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            if not create:
+                raise FileNotFoundError(errno.ENOENT, "not a folder of this store",
+                                        os.path.join(self.data_dir, prefix)) from None
+            log.warning("replacing %s (a symlink or file, not a folder) by a folder",
+                        os.path.join(self.data_dir, prefix))
+            os.unlink(prefix, dir_fd=self._data_fd)
+        try:
+            os.mkdir(prefix, 0o700, dir_fd=self._data_fd)
+        except FileExistsError:
+            pass
+        return os.open(prefix, _DIR_FLAGS, dir_fd=self._data_fd)
 
     # ---------------------------------------------------------------- write
     def write(self, header: Header, payload: memoryview, *, durable: bool = True,
-              compression_level: int | None = None) -> tuple[str, int]:
+              compression_level: int | None = None, tag: str | None = None) -> tuple[str, int]:
         """Write one payload file; return ``(name, file size)``.
 
-        ``header.checksum`` and ``payload_len`` are filled in here. With a
+        ``header.checksum`` and ``payload_len`` are filled in here; ``tag``
+        (unique, e.g. the reservation id) names the temp file. With a
         ``compression_level`` the payload is stored as one zstd frame
         (multithreaded for large payloads), checksummed before compression.
         On any error the temp file is removed and the error propagates.
@@ -107,8 +180,10 @@ class DiskFiles:
         raw_len = payload.nbytes if compression_level is not None else None
         header = replace(header, payload_len=payload.nbytes, checksum=0, raw_len=raw_len)
         head_len = header.header_len
-        tmp = os.path.join(self.tmp_dir, f"{secrets.token_hex(8)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        tmp_name = f"{tag if tag is not None else secrets.token_hex(8)}.tmp"
+        tmp = os.path.join(self.tmp_dir, tmp_name)
+        fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                     dir_fd=self._tmp_fd)
         try:
             try:
                 os.lseek(fd, head_len, os.SEEK_SET)
@@ -125,17 +200,18 @@ class DiskFiles:
             finally:
                 os.close(fd)
             name = self.name_for(header.key)
-            subdir = os.path.join(self.data_dir, name[:2])
-            if not os.path.isdir(subdir):
-                os.makedirs(subdir, mode=0o700, exist_ok=True)
+            sub = self._subdir(name, create=True)
+            try:
                 if durable:
-                    _fsync_dir(self.data_dir)
-            os.rename(tmp, os.path.join(subdir, name))
-            if durable:
-                _fsync_dir(subdir)
+                    os.fsync(self._data_fd)
+                os.rename(tmp_name, name, src_dir_fd=self._tmp_fd, dst_dir_fd=sub)
+                if durable:
+                    os.fsync(sub)
+            finally:
+                os.close(sub)
         except BaseException as exc:
             try:
-                os.unlink(tmp)
+                os.unlink(tmp_name, dir_fd=self._tmp_fd)
             except FileNotFoundError:
                 pass
             if isinstance(exc, OSError) and exc.filename is None:  # os.write/fsync name no file
@@ -157,7 +233,8 @@ class DiskFiles:
         """Read and verify a payload; return ``(header, payload)``.
 
         Raises ``FileNotFoundError`` if it vanished and :class:`CorruptFileError`
-        if anything disagrees: key, namespace, length, or checksum.
+        if anything disagrees (key, namespace, length, checksum) or the path
+        is no regular file this process can read.
         """
         fd = self._open(name)
         try:
@@ -185,56 +262,146 @@ class DiskFiles:
         self.read(name, key=header.key, namespace_hash=header.namespace_hash)
         return header
 
+    def stat(self, name: str) -> os.stat_result:
+        """``lstat`` of a payload file (``FileNotFoundError`` if it is gone)."""
+        sub = self._subdir(name, create=False)
+        try:
+            return os.stat(name, dir_fd=sub, follow_symlinks=False)
+        finally:
+            os.close(sub)
+
     def _open(self, name: str) -> int:
-        return os.open(self.path_of(name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        sub = self._subdir(name, create=False)
+        try:
+            # O_NONBLOCK: opening a FIFO must not wait for a writer
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=sub)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            if exc.errno in _UNREADABLE:
+                raise CorruptFileError(f"{name}: cannot be read ({exc.strerror})") from None
+            raise
+        finally:
+            os.close(sub)
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            raise CorruptFileError(f"{name}: not a regular file")
+        return fd
 
     # ------------------------------------------------------------- maintain
     def delete(self, name: str) -> None:
-        """Remove a payload file; a file already gone is not an error."""
+        """Remove a payload file; a file already gone is not an error, and a
+        folder found in its place is moved to ``quarantine/`` instead."""
         try:
-            os.unlink(self.path_of(name))
+            sub = self._subdir(name, create=False)
+        except FileNotFoundError:
+            return
+        try:
+            os.unlink(name, dir_fd=sub)
         except FileNotFoundError:
             pass
+        except (IsADirectoryError, PermissionError):
+            log.warning("%s is a folder, not a payload file; moving it to quarantine", name)
+            os.rename(name, name, src_dir_fd=sub, dst_dir_fd=self._quarantine_fd)
+        finally:
+            os.close(sub)
 
     def quarantine(self, name: str) -> None:
         """Move a bad file aside for inspection (``quarantine/``)."""
         try:
-            os.replace(self.path_of(name), os.path.join(self.quarantine_dir, name))
+            sub = self._subdir(name, create=False)
+        except FileNotFoundError:
+            return
+        try:
+            os.replace(name, name, src_dir_fd=sub, dst_dir_fd=self._quarantine_fd)
             log.warning("quarantined %s", name)
         except FileNotFoundError:
             pass
+        except OSError as exc:  # e.g. a folder onto an existing name: keep it out of the data
+            if exc.errno not in (errno.EISDIR, errno.ENOTDIR, errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            os.rename(name, f"{name}.{secrets.token_hex(4)}", src_dir_fd=sub, dst_dir_fd=self._quarantine_fd)
+        finally:
+            os.close(sub)
 
     def names(self) -> Iterator[str]:
         """Names of every file under ``data/`` (valid names only)."""
-        for sub in sorted(os.listdir(self.data_dir)):
-            subdir = os.path.join(self.data_dir, sub)
-            if not os.path.isdir(subdir) or os.path.islink(subdir):
+        for sub_name in sorted(os.listdir(self._data_fd)):
+            try:
+                sub = os.open(sub_name, _DIR_FLAGS, dir_fd=self._data_fd)
+            except OSError:
                 continue
-            for name in sorted(os.listdir(subdir)):
-                yield name
+            try:
+                names = sorted(os.listdir(sub))
+            finally:
+                os.close(sub)
+            yield from names
 
     def stray_paths(self) -> Iterator[str]:
         """Paths under ``data/`` that are not well-formed payload files."""
-        for entry in sorted(os.listdir(self.data_dir)):
+        for entry in sorted(os.listdir(self._data_fd)):
             path = os.path.join(self.data_dir, entry)
-            if os.path.islink(path) or not os.path.isdir(path):
+            try:
+                sub = os.open(entry, _DIR_FLAGS, dir_fd=self._data_fd)
+            except OSError:
                 yield path
                 continue
-            for name in sorted(os.listdir(path)):
-                sub = os.path.join(path, name)
-                if not _valid_name(name) or name[:2] != entry or os.path.islink(sub):
-                    yield sub
+            try:
+                for name in sorted(os.listdir(sub)):
+                    if not _valid_name(name) or name[:2] != entry \
+                            or stat.S_ISLNK(os.stat(name, dir_fd=sub, follow_symlinks=False).st_mode):
+                        yield os.path.join(path, name)
+            finally:
+                os.close(sub)
+
+    def remove_stray(self, path: str) -> None:
+        """Remove a stray path reported by :meth:`stray_paths` (files and links only)."""
+        parent, name = os.path.split(path)
+        if parent == self.data_dir:
+            dir_fd, close = self._data_fd, False
+        else:
+            dir_fd, close = os.open(os.path.basename(parent), _DIR_FLAGS, dir_fd=self._data_fd), True
+        try:
+            if not stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+                os.unlink(name, dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
+        finally:
+            if close:
+                os.close(dir_fd)
 
     def temp_paths(self) -> list[str]:
-        return [os.path.join(self.tmp_dir, n) for n in sorted(os.listdir(self.tmp_dir))]
+        return [os.path.join(self.tmp_dir, n) for n in sorted(os.listdir(self._tmp_fd))]
+
+    def remove_temp(self, tag: str) -> None:
+        """Delete the temp file of an interrupted write tagged ``tag``, if any."""
+        if "/" in tag or tag.startswith("."):
+            raise ValueError(f"invalid temp file tag {tag!r}")
+        try:
+            os.unlink(f"{tag}.tmp", dir_fd=self._tmp_fd)
+        except FileNotFoundError:
+            pass
+
+    def remove_temp_files(self) -> int:
+        """Delete what interrupted writes left in ``tmp/``; return how many."""
+        removed = 0
+        for name in sorted(os.listdir(self._tmp_fd)):
+            try:
+                if not stat.S_ISDIR(os.stat(name, dir_fd=self._tmp_fd, follow_symlinks=False).st_mode):
+                    os.unlink(name, dir_fd=self._tmp_fd)
+                    removed += 1
+            except FileNotFoundError:
+                pass
+        return removed
 
     def quarantined_bytes(self) -> int:
         """Bytes held in ``quarantine/`` (files and quarantined index folders)."""
         total = 0
-        for folder, dirs, names in os.walk(self.quarantine_dir):
+        for folder, dirs, names, _fd in os.fwalk(dir_fd=self._quarantine_fd):
             for name in names:
                 try:
-                    total += os.lstat(os.path.join(folder, name)).st_size
+                    total += os.stat(name, dir_fd=_fd, follow_symlinks=False).st_size
                 except FileNotFoundError:
                     pass
         return total
@@ -242,20 +409,21 @@ class DiskFiles:
     def purge_quarantine(self) -> int:
         """Delete everything quarantined; return the bytes freed."""
         freed = self.quarantined_bytes()
-        for name in os.listdir(self.quarantine_dir):
-            path = os.path.join(self.quarantine_dir, name)
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                _unlink(path)
+        for name in os.listdir(self._quarantine_fd):
+            try:
+                mode = os.stat(name, dir_fd=self._quarantine_fd, follow_symlinks=False).st_mode
+                if stat.S_ISDIR(mode):
+                    shutil.rmtree(name, dir_fd=self._quarantine_fd)
+                else:
+                    os.unlink(name, dir_fd=self._quarantine_fd)
+            except FileNotFoundError:
+                pass
         return freed
 
 
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+def _check_name(name: str) -> None:
+    if not _valid_name(name):
+        raise CorruptFileError(f"invalid payload file name {name!r}")
 
 
 def _valid_name(name: str) -> bool:

@@ -20,6 +20,7 @@ __all__ = [
     "StoreUnavailableError",
     "PolicyError",
     "PinQuotaError",
+    "IndexFullError",
     "CorruptFileError",
 ]
 
@@ -31,6 +32,11 @@ class KVStoreError(Exception):
 class CapacityError(KVStoreError, ValueError):
     """A payload can never fit: it is larger than the tier's capacity, or
     everything that could make room is pinned."""
+
+
+class IndexFullError(CapacityError):
+    """The index has no room left and nothing can be evicted to make some
+    (for instance, every checkpoint is pinned)."""
 
 
 class ConfigMismatchError(KVStoreError, ValueError):

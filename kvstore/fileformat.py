@@ -3,7 +3,8 @@
 Layout (little-endian), ``header_len`` bytes of header then ``payload_len``
 bytes of payload::
 
-    magic "KVCKPT\\r\\n" | version u16 | header_len u32 | flags u16 (tail, numpy, parent, anchor, zstd)
+    magic "KVCKPT\\r\\n" | version u16 | header_len u32 | flags u16 (tail, numpy, parent, anchor, zstd,
+                                                              chained, layout recorded)
     namespace hash 8s | key 20s | parent 20s | anchor 20s
     tokens u64 | payload_len u64 | payload crc32 u32 | priority i32
     inserted_at f64 | n_ancestors u32 | dtype_len u8 | ndim u8 | 2 pad bytes
@@ -44,6 +45,8 @@ FLAG_NUMPY = 2
 FLAG_PARENT = 4
 FLAG_ANCHOR = 8
 FLAG_ZSTD = 16
+FLAG_CHAINED = 32  # written by a store of the chained layout (meaningful with FLAG_LAYOUT)
+FLAG_LAYOUT = 64  # the file records its layout (files written before that record nothing)
 MAX_HEADER_BYTES = 1 << 20
 _NUMERIC_KINDS = "biufc"
 _ZERO_KEY = bytes(20)
@@ -79,6 +82,7 @@ class Header:
     dtype: str | None = None  #: numpy dtype string for array payloads, else None
     shape: tuple[int, ...] = field(default=())
     raw_len: int | None = None  #: uncompressed payload length of a zstd payload, else None
+    chained: bool | None = None  #: the layout it was written for (None: not recorded, older files)
 
     @property
     def compressed(self) -> bool:
@@ -104,7 +108,8 @@ class Header:
         flags = ((FLAG_TAIL if self.is_tail else 0) | (FLAG_NUMPY if self.dtype else 0)
                  | (FLAG_PARENT if self.parent is not None else 0)
                  | (FLAG_ANCHOR if self.anchor is not None else 0)
-                 | (FLAG_ZSTD if self.compressed else 0))
+                 | (FLAG_ZSTD if self.compressed else 0)
+                 | (0 if self.chained is None else FLAG_LAYOUT | (FLAG_CHAINED if self.chained else 0)))
         parts = [
             _FIXED.pack(
                 MAGIC, FORMAT_VERSION, self.header_len, flags, self.namespace_hash,
@@ -167,7 +172,29 @@ class Header:
             anchor=anchor.hex() if flags & FLAG_ANCHOR else None,
             ancestors=ancestors, is_tail=bool(flags & FLAG_TAIL), priority=priority,
             inserted_at=inserted_at, dtype=dtype, shape=tuple(shape), raw_len=raw_len,
+            chained=bool(flags & FLAG_CHAINED) if flags & FLAG_LAYOUT else None,
         )
+
+    def fits(self, *, block_tokens: int, chained: bool) -> str | None:
+        """Why this checkpoint cannot belong to a store of ``block_tokens`` and
+        that layout, or ``None`` when it can. The block size shows in the
+        header's shape: an aligned checkpoint of ``t`` tokens has ``t / block - 1``
+        ancestors, a tail ``t // block``.
+
+        >>> Header(namespace_hash=b"n" * 8, key="ab" * 20, tokens=8, payload_len=0, checksum=0,
+        ...        ancestors=("cd" * 20,), chained=False).fits(block_tokens=8, chained=False)
+        'written with block_tokens=4, not 8'
+        """
+        if self.chained is not None and self.chained != chained:
+            return (f"written by a {'chained' if self.chained else 'snapshot'} store, "
+                    f"not a {'chained' if chained else 'snapshot'} one")
+        aligned = self.tokens % block_tokens == 0
+        if aligned == self.is_tail or len(self.ancestors) != self.tokens // block_tokens - aligned:
+            blocks = len(self.ancestors) + (0 if self.is_tail else 1)
+            written = self.tokens // blocks if blocks and not self.is_tail else None
+            return (f"written with block_tokens={written}, not {block_tokens}" if written
+                    else f"does not sit on a grid of block_tokens={block_tokens}")
+        return None
 
 
 def _check_dtype(dtype: str) -> np.dtype:
@@ -195,7 +222,8 @@ def payload_descriptor(payload: Any) -> tuple[memoryview, str | None, tuple[int,
         if arr.dtype.byteorder == ">":  # store little-endian (or byte-order free) only
             arr = arr.astype(arr.dtype.newbyteorder("<"))
         view = memoryview(arr.reshape(-1).view(np.uint8)) if arr.size else memoryview(b"")
-        return view, arr.dtype.str, tuple(int(d) for d in arr.shape)
+        # the shape of the payload itself: ascontiguousarray makes a 0-d array 1-d
+        return view, arr.dtype.str, tuple(int(d) for d in payload.shape)
     if isinstance(payload, (bytes, bytearray, memoryview)):
         view = memoryview(payload)
         if not view.contiguous:

@@ -19,6 +19,7 @@ the index so that it can re-synchronise its in-memory mirror.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import threading
@@ -27,6 +28,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import lmdb
+
+from .errors import IndexFullError, StoreUnavailableError
 
 __all__ = ["Index", "EntryRecord"]
 
@@ -106,14 +109,33 @@ class Index:
 
     @contextmanager
     def read(self) -> Iterator[lmdb.Transaction]:
-        with self.env.begin(write=False, buffers=False) as txn:
+        with self._mapped_errors(), self.env.begin(write=False, buffers=False) as txn:
             yield txn
 
     @contextmanager
     def write(self) -> Iterator[lmdb.Transaction]:
-        """A write transaction; it commits when the block exits normally."""
-        with self.env.begin(write=True) as txn:
+        """A write transaction; it commits when the block exits normally.
+
+        LMDB's errors never escape raw: a full map raises :class:`IndexFullError`,
+        anything else an ``OSError`` (a :class:`StoreUnavailableError`) with
+        its errno that names the index.
+        """
+        with self._mapped_errors(), self.env.begin(write=True) as txn:
             yield txn
+
+    @contextmanager
+    def _mapped_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except lmdb.MapFullError:
+            raise IndexFullError(f"the index {self.path} is full (its map holds "
+                                 f"{self.env.info()['map_size']} bytes)") from None
+        except lmdb.Error as exc:
+            text = str(exc)
+            code = next((e for e in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.ENOMEM)
+                         if os.strerror(e) in text), errno.EIO)
+            raise StoreUnavailableError(code, f"{os.strerror(code)}: the index failed ({text})",
+                                        self.path) from None
 
     def bump_generation(self, txn: lmdb.Transaction) -> int:
         """Mark the index as changed; return the new generation."""
@@ -137,6 +159,13 @@ class Index:
 
     def set_capacity(self, txn: lmdb.Transaction, capacity: int) -> None:
         self._put_meta(txn, "capacity_bytes", capacity)
+
+    def settings(self, txn: lmdb.Transaction) -> dict | None:
+        """The settings the store's data was written with (``None`` if not recorded)."""
+        return self._get_meta(txn, "settings")
+
+    def set_settings(self, txn: lmdb.Transaction, settings: dict) -> None:
+        self._put_meta(txn, "settings", settings)
 
     def counters(self, txn: lmdb.Transaction) -> dict[str, int]:
         return self._get_meta(txn, "counters", {})
@@ -207,8 +236,16 @@ class Index:
         with txn.cursor(db=self._dbs["reservations"]) as cursor:
             return {k.decode(): json.loads(v) for k, v in cursor}
 
-    def put_reservation(self, txn: lmdb.Transaction, rid: str, size: int, pid: int) -> None:
-        txn.put(rid.encode(), json.dumps({"size": size, "pid": pid}).encode(), db=self._dbs["reservations"])
+    def put_reservation(self, txn: lmdb.Transaction, rid: str, size: int, pid: int, *,
+                        boot: str | None = None, start: int | None = None) -> None:
+        """Reserve ``size`` bytes for a write by process ``pid`` (0: not a writer),
+        identified also by its boot id and start time so it can be told dead."""
+        record = {"size": size, "pid": pid}
+        if boot is not None:
+            record["boot"] = boot
+        if start is not None:
+            record["start"] = start
+        txn.put(rid.encode(), json.dumps(record).encode(), db=self._dbs["reservations"])
 
     def delete_reservation(self, txn: lmdb.Transaction, rid: str) -> None:
         txn.delete(rid.encode(), db=self._dbs["reservations"])

@@ -67,7 +67,7 @@ def as_token_array(tokens: Any, *, argument: str = "tokens") -> np.ndarray:
     if isinstance(tokens, np.ndarray):
         arr = tokens
     elif isinstance(tokens, array.array):
-        if tokens.typecode in "fd":
+        if tokens.typecode not in "bBhHiIlLqQ":
             raise TypeError(f"{argument} must be integers, got array of typecode {tokens.typecode!r}")
         arr = np.frombuffer(tokens, dtype=tokens.typecode) if len(tokens) else np.empty(0, _TOKEN_DTYPE)
     elif isinstance(tokens, (list, tuple, range)):
@@ -115,8 +115,11 @@ class Namespace:
             raise TypeError(f"namespace must be a str, not {type(name).__name__}")
         if not name:
             raise ValueError("namespace must be a non-empty string")
+        try:
+            encoded = name.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"namespace must be valid UTF-8 text, got {name!r} ({exc.reason})") from None
         self.name = name
-        encoded = name.encode("utf-8")
         self.salt = b"kvstore/v1\x00" + len(encoded).to_bytes(4, "little") + encoded
         self.digest8 = hashlib.sha1(self.salt).digest()[:8]
 

@@ -18,8 +18,10 @@ import errno
 import fcntl
 import json
 import logging
+import math
 import os
 import secrets
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,9 +35,10 @@ from policies.base import Policy
 from policies.registry import resolve
 
 from .diskfiles import DiskFiles, stored_size_bound
-from .errors import CapacityError, ConfigMismatchError, CorruptFileError, KVStoreError, StoreUnavailableError
+from .errors import (CapacityError, ConfigMismatchError, CorruptFileError, IndexFullError, KVStoreError,
+                     StoreUnavailableError)
 from .eviction import LAYOUTS, Entry, EvictionManager
-from .fileformat import Header, payload_descriptor
+from .fileformat import MAX_HEADER_BYTES, Header, payload_descriptor
 from .index import EntryRecord, Index
 from .keys import Namespace, PrefixKeys, TokensLike, check_block_tokens
 from .memtier import MemoryTier, frozen_copy
@@ -67,6 +70,50 @@ class Match:
     tier: str = "disk"  #: where it lives: "ram", "pending" (queued write), "disk" or "cold"
     is_tail: bool = False  #: True when it ends off the block grid
     chain: tuple[str, ...] = ()  #: chained layout: keys of its blocks, first to last
+
+
+def _boot_id() -> str | None:
+    """This machine's boot id (Linux), or ``None`` where there is none."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", "rb") as fh:
+            return fh.read().strip().decode()
+    except OSError:
+        return None
+
+
+def _start_time(pid: int) -> int | None:
+    """Start time of process ``pid`` in clock ticks since boot (Linux), or ``None``."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] == b"Z":  # a zombie: dead, only not yet reaped
+        return -1
+    return int(fields[19])
+
+
+def _writer_alive(reservation: dict[str, Any], boot: str | None) -> bool:
+    """Whether the process that made ``reservation`` may still be writing."""
+    pid = reservation.get("pid") or 0
+    if pid <= 0:
+        return True  # not a writer's reservation
+    if reservation.get("boot") and boot and reservation["boot"] != boot:
+        return False  # made before a reboot
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, another user's
+    start = reservation.get("start")
+    now = _start_time(pid)
+    return not (now == -1 or (start is not None and now is not None and now != start))
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Whether the real path ``path`` lies inside the real path ``folder``."""
+    return os.path.commonpath([path, folder]) == folder and path != folder
 
 
 def _check_session(session: object) -> str | None:
@@ -111,6 +158,9 @@ class CheckpointStore:
         gain next to nothing from higher levels; negative is faster, up to 22 smaller).
     :param max_pending_writes: most ``put(..., durable=False)`` writes waiting
         for the background writer; past it the oldest waiting one is dropped.
+    :param trust_path: open a store directory that is a symlink, owned by
+        another user or writable by group/others (refused by default: whoever
+        can write there can plant links that redirect the store's writes).
 
     Raises ``ValueError``/``TypeError`` naming a bad argument,
     :class:`~kvstore.errors.ConfigMismatchError` when an existing store was
@@ -140,6 +190,7 @@ class CheckpointStore:
         cold_policy: str | Policy | None = None,
         compression_level: int | None = None,
         max_pending_writes: int = 16,
+        trust_path: bool = False,
     ) -> None:
         _check_tier_arguments(ram_bytes, cold_path, cold_capacity_bytes, compression_level,
                               max_pending_writes)
@@ -156,6 +207,14 @@ class CheckpointStore:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
         if index_bytes is not None and (not isinstance(index_bytes, int) or index_bytes < _MIN_INDEX_BYTES):
             raise ValueError(f"index_bytes must be an int >= {_MIN_INDEX_BYTES}, got {index_bytes!r}")
+        if pin_quota_bytes is not None and (isinstance(pin_quota_bytes, bool)
+                                            or not isinstance(pin_quota_bytes, int) or pin_quota_bytes < 0):
+            raise TypeError(f"pin_quota_bytes must be an int >= 0 or None, got {pin_quota_bytes!r}")
+        if not callable(clock):
+            raise TypeError(f"clock must be a callable returning seconds, not {type(clock).__name__}")
+        if not isinstance(trust_path, bool):
+            raise TypeError(f"trust_path must be a bool, not {type(trust_path).__name__}")
+        self._trust_path = trust_path
         self._policy = resolve(policy)
         self._clock = clock
         self._lock = threading.RLock()  # the index, the manager, the cold tier
@@ -186,6 +245,7 @@ class CheckpointStore:
             self.index_bytes: int = settings["index_bytes"]
             self._files = DiskFiles(self.path, create=not self.readonly)
             self._index = self._open_index()
+            self._bind_settings(settings)
         except BaseException:
             self._release_lock()
             raise
@@ -221,24 +281,62 @@ class CheckpointStore:
         if exclusive:
             fcntl.flock(self._lock_fd, fcntl.LOCK_SH)
 
+    def _now(self) -> float:
+        """The injected clock's time, checked: seconds as a finite number."""
+        now = self._clock()
+        if isinstance(now, bool) or not isinstance(now, (int, float)) or not math.isfinite(now):
+            raise TypeError(f"clock must return seconds as a finite number, got {now!r}")
+        return float(now)
+
     # ================================================================ opening
     def _open_directory(self) -> None:
-        if os.path.exists(self.path):
-            if not os.path.isdir(self.path):
-                raise StoreUnavailableError(f"store path {self.path} exists and is not a directory")
-            return
-        if self.readonly:
-            raise StoreUnavailableError(f"store directory {self.path} does not exist")
-        parent = os.path.dirname(self.path)
-        if not os.path.isdir(parent):
-            raise StoreUnavailableError(
-                f"cannot create store directory {self.path}: parent {parent} does not exist")
+        """Create the store directory if missing, then refuse what another user
+        could have prepared: a symlinked store path or component, a directory
+        owned by someone else or writable by group/others (unless ``trust_path``)."""
+        path = self.path
         try:
-            os.mkdir(self.path, 0o700)
-        except FileExistsError:
-            pass
-        except OSError as exc:
-            raise StoreUnavailableError(f"cannot create store directory {self.path}: {exc.strerror}") from None
+            st = os.lstat(path)
+        except FileNotFoundError:
+            if self.readonly:
+                raise StoreUnavailableError(f"store directory {path} does not exist") from None
+            parent = os.path.dirname(path)
+            if not os.path.isdir(parent):
+                raise StoreUnavailableError(
+                    f"cannot create store directory {path}: parent {parent} does not exist") from None
+            try:
+                os.mkdir(path, 0o700)
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise StoreUnavailableError(f"cannot create store directory {path}: {exc.strerror}") from None
+            st = os.lstat(path)
+        trust = self._trust_path
+        if stat.S_ISLNK(st.st_mode):
+            if not trust:
+                raise StoreUnavailableError(
+                    f"store path {path} is a symlink; refusing to follow it (pass trust_path=True "
+                    f"if it is yours)")
+            st = os.stat(path)
+        if not stat.S_ISDIR(st.st_mode):
+            raise StoreUnavailableError(f"store path {path} exists and is not a directory")
+        if not trust and not self.readonly:
+            euid = os.geteuid()
+            if st.st_uid != euid:
+                raise StoreUnavailableError(
+                    f"store directory {path} is owned by uid {st.st_uid}, not by this process "
+                    f"(uid {euid}); its owner could plant files and links in it (pass trust_path=True "
+                    f"if that is intended)")
+            if st.st_mode & 0o022:
+                raise StoreUnavailableError(
+                    f"store directory {path} is writable by others (mode {stat.S_IMODE(st.st_mode):o}); "
+                    f"anyone could plant files and links in it: chmod go-w it, or pass trust_path=True")
+        for name in (LOCK_FILE, SETTINGS_FILE, "index", "data", "tmp", "quarantine"):
+            component = os.path.join(path, name)
+            try:
+                if stat.S_ISLNK(os.lstat(component).st_mode):
+                    raise StoreUnavailableError(f"{component} is a symlink; refusing to follow it")
+            except FileNotFoundError:
+                pass
 
     def _acquire_lock(self) -> bool:
         """Take the store lock; return True when no other process has it open.
@@ -303,7 +401,9 @@ class CheckpointStore:
             log.info("created store %s (%s)", self.path, settings)
             return settings
         if not isinstance(settings, dict) or settings.get("format") != _SETTINGS_VERSION:
-            raise ConfigMismatchError(f"{path}: unsupported settings format {settings.get('format')!r}")
+            found = settings.get("format") if isinstance(settings, dict) else settings
+            raise ConfigMismatchError(f"{path}: unsupported settings format {found!r}")
+        _check_settings(settings, path)
         for name in ("namespace", "block_tokens", "layout", "index_bytes"):
             if given[name] is not None and given[name] != settings[name]:
                 raise ConfigMismatchError(
@@ -320,6 +420,24 @@ class CheckpointStore:
                 f"cannot open the index of {self.path}: {exc}; "
                 f"`kvstore verify {self.path} --repair` rebuilds it from the payload files") from None
 
+    def _bind_settings(self, settings: dict[str, Any]) -> None:
+        """The index keeps its own copy of the settings the data depends on, so
+        an edited ``settings.json`` is caught instead of reinterpreting the files."""
+        bound = {name: settings[name] for name in ("namespace", "block_tokens", "layout", "index_bytes")}
+        with self._index.read() as txn:
+            recorded = self._index.settings(txn)
+        if recorded is None:
+            if not self.readonly:  # a new store, or one from before the index kept them
+                with self._index.write() as txn:
+                    self._index.set_settings(txn, bound)
+            return
+        for name, value in bound.items():
+            if recorded.get(name) != value:
+                raise ConfigMismatchError(
+                    f"{os.path.join(self.path, SETTINGS_FILE)} says {name}={value!r} but the store's "
+                    f"data was written with {name}={recorded.get(name)!r}; settings.json was edited: "
+                    f"restore {name}={recorded.get(name)!r}")
+
     def _settle_capacity(self, exclusive: bool, given: int | None, stored: int | None) -> int:
         if given is None:
             if stored is None:
@@ -332,6 +450,14 @@ class CheckpointStore:
                     f"store {self.path} is open elsewhere with capacity_bytes={stored}; "
                     f"pass capacity_bytes=None or {stored}")
             log.info("store %s: capacity_bytes %d -> %d", self.path, stored, given)
+            with self._index.read() as txn:  # check before anything is written
+                pins = self._index.pins(txn)
+                pinned = sum(r.size for r in self._index.entries(txn) if r.key in pins)
+            if given - self.index_bytes < pinned:
+                raise CapacityError(
+                    f"capacity_bytes={given} leaves {given - self.index_bytes} bytes for checkpoints, "
+                    f"less than the {pinned} bytes pinned in {self.path}; unpin first or pass "
+                    f"capacity_bytes >= {pinned + self.index_bytes}")
         if not self.readonly:
             with self._index.write() as txn:
                 if self._index.capacity(txn) != given:
@@ -351,23 +477,21 @@ class CheckpointStore:
         index lacks (a crash between rename and commit); quarantines the rest.
         """
         files = self._files
-        for tmp in files.temp_paths():
-            log.info("removing temp file %s left by an interrupted write", tmp)
-            _unlink_quietly(tmp)
+        removed = files.remove_temp_files()
+        if removed:
+            log.info("removed %d temp files left by interrupted writes", removed)
         for stray in files.stray_paths():
             log.warning("removing stray path %s from the data directory", stray)
-            if os.path.islink(stray) or not os.path.isdir(stray):
-                _unlink_quietly(stray)
+            files.remove_stray(stray)
         on_disk = set(files.names())
         with self._index.write() as txn:
             for rid in self._index.reservations(txn):
                 self._index.delete_reservation(txn, rid)
             known: set[str] = set()
             for record in list(self._index.entries(txn)):
-                path = files.path_of(record.file)
                 try:
-                    size = os.lstat(path).st_size
-                except FileNotFoundError:
+                    size = files.stat(record.file).st_size
+                except (FileNotFoundError, CorruptFileError):
                     log.warning("index entry %s lost its file; dropping it", record.key)
                     self._index.delete_entry(txn, record.key)
                     continue
@@ -393,6 +517,9 @@ class CheckpointStore:
                 raise CorruptFileError("belongs to another namespace")
             if not name.startswith(header.key):
                 raise CorruptFileError("file name disagrees with its header")
+            misfit = header.fits(block_tokens=self.block_tokens, chained=self.layout == "chained")
+            if misfit is not None:
+                raise CorruptFileError(misfit)
         except (CorruptFileError, OSError) as exc:
             log.warning("quarantining unreadable file %s: %s", name, exc)
             files.quarantine(name)
@@ -514,7 +641,7 @@ class CheckpointStore:
             if found is None:
                 return None
             n_tokens, key, chain = found
-            self._record_hit(key, self._clock(), _check_session(session))
+            self._record_hit(key, self._now(), _check_session(session))
             return Match(tokens=n_tokens, key=key, tier=tier,
                          is_tail=n_tokens % self.block_tokens != 0, chain=chain)
 
@@ -644,7 +771,11 @@ class CheckpointStore:
                     return None
             name = entry.extra["file"]
         try:
-            return self._files.read(name, key=key, namespace_hash=self.namespace.digest8)
+            header, payload = self._files.read(name, key=key, namespace_hash=self.namespace.digest8)
+            misfit = header.fits(block_tokens=self.block_tokens, chained=self.layout == "chained")
+            if misfit is not None:
+                raise CorruptFileError(f"{name}: {misfit}")
+            return header, payload
         except FileNotFoundError:
             log.info("checkpoint %s vanished before it could be read", key)
             self._drop(key, name, quarantine=False)
@@ -661,7 +792,7 @@ class CheckpointStore:
         with self._memory:
             if header.key in self._ram:
                 return
-            evicted = self._ram.add(header, frozen_copy(payload), now=self._clock())
+            evicted = self._ram.add(header, frozen_copy(payload), now=self._now())
             if promotion and header.key in self._ram:
                 self._ram.counters["promotions"] += 1
             self._session["ram_demotions"] += sum(1 for old in evicted if self._present(old.key))
@@ -709,7 +840,7 @@ class CheckpointStore:
         with self._memory:
             if self._present(header.key):
                 return False
-            frozen, now = frozen_copy(payload), self._clock()
+            frozen, now = frozen_copy(payload), self._now()
             self._pending.add(header, frozen, now=now)
             if self._writer is None:
                 self._writer = BackgroundWriter(self._write_pending, max_pending=self._max_pending_writes,
@@ -744,15 +875,18 @@ class CheckpointStore:
                    policy: str | Policy | None, hot_policy: str | Policy,
                    level: int | None) -> "CheckpointStore":
         path = os.path.abspath(os.fspath(path))
-        if path == self.path:
-            raise ValueError("cold_path must be another directory than path")
+        real, mine = os.path.realpath(path), os.path.realpath(self.path)
+        if real == mine or _inside(real, mine) or _inside(mine, real):
+            raise ValueError(f"cold_path={path!r} must be a directory outside the store {self.path} "
+                             f"(and not contain it): a tier inside another would delete its data")
         if capacity_bytes is None and not os.path.exists(os.path.join(path, SETTINGS_FILE)):
             raise ValueError(f"cold_capacity_bytes is required to create the cold tier {path}")
         if policy is None:
             policy = hot_policy if isinstance(hot_policy, str) else DEFAULT_POLICY
         return _ColdTier(path, capacity_bytes, compression_level=1 if level is None else level,
                          namespace=self.namespace.name, block_tokens=self.block_tokens,
-                         layout=self.layout, policy=policy, readonly=self.readonly, clock=self._clock)
+                         layout=self.layout, policy=policy, readonly=self.readonly, clock=self._clock,
+                         trust_path=self._trust_path)
 
     def load_longest(self, tokens: TokensLike, *, session: str | None = None) -> tuple[int, Any]:
         """``(n_tokens, payload)`` of the longest loadable prefix; ``(0, None)`` on a miss.
@@ -835,15 +969,20 @@ class CheckpointStore:
         is_tail = not aligned
         view, dtype, shape = payload_descriptor(payload)
         key = prefix.key(n_tokens)
-        now = self._clock()
+        now = self._now()
         anchor_len = prefix.anchor(n_tokens)
         header = Header(
             namespace_hash=self.namespace.digest8, key=key, tokens=n_tokens,
             payload_len=view.nbytes, checksum=0, parent=prefix.parent_key(n_tokens),
             anchor=prefix.key(anchor_len) if is_tail else None,
             ancestors=prefix.ancestor_keys(n_tokens), is_tail=is_tail, priority=priority,
-            inserted_at=now, dtype=dtype, shape=shape,
+            inserted_at=now, dtype=dtype, shape=shape, chained=self.layout == "chained",
         )
+        if header.header_len > MAX_HEADER_BYTES:
+            raise ValueError(
+                f"tokens: a prefix of {n_tokens} tokens spans {n_tokens // self.block_tokens} blocks, "
+                f"whose keys need a {header.header_len}-byte header; a file header holds at most "
+                f"{MAX_HEADER_BYTES} bytes (about {MAX_HEADER_BYTES // 20} blocks): use a larger block_tokens")
         self._check_fits(header)
         if self.layout == "chained" and header.parent is not None and not self._present(header.parent):
             raise ValueError(
@@ -880,7 +1019,7 @@ class CheckpointStore:
         Returns ``False`` when the key is already stored or the policy declines it.
         """
         self._check_fits(header)
-        key, now = header.key, self._clock()
+        key, now = header.key, self._now()
         compressed = self._compression_level is not None
         size = stored_size_bound(header, compressed=compressed)
         candidate = _entry_from_header(header, "")
@@ -896,7 +1035,8 @@ class CheckpointStore:
                         self._count("declined")
                         return False
                     self._evict_into(txn, size, protect=protect)
-                    self._index.put_reservation(txn, rid, size, os.getpid())
+                    self._index.put_reservation(txn, rid, size, os.getpid(), boot=_boot_id(),
+                                                start=_start_time(os.getpid()))
                     return True
             except CapacityError:
                 if self.layout != "chained":
@@ -911,7 +1051,7 @@ class CheckpointStore:
             if not self._retrying_map_full(reserve):
                 return False
         try:
-            name, written = self._files.write(header, view, durable=durable,
+            name, written = self._files.write(header, view, durable=durable, tag=rid,
                                               compression_level=self._compression_level)
         except BaseException:
             self._cancel_reservation(rid, size)
@@ -953,16 +1093,16 @@ class CheckpointStore:
                        if (entry := manager.get(key)) is not None and not entry.pinned)
         return size <= manager.capacity_bytes - manager.pinned_bytes - manager.reserved_bytes - shielded
 
-    def _retrying_map_full(self, body: Callable[[], bool]) -> bool:
+    def _retrying_map_full(self, body: Callable[[], Any]) -> Any:
         """Run ``body`` (one write transaction); when the LMDB map is full,
         evict some checkpoints to free index pages and try again."""
         for _ in range(_MAP_FULL_RETRIES):
             try:
                 return body()
-            except lmdb.MapFullError:
+            except IndexFullError:
                 self._make_index_room()
-        raise CapacityError(f"the index is full (index_bytes={self.index_bytes}) and eviction "
-                            f"did not free enough of it")
+        raise IndexFullError(f"the index of {self.path} is full (index_bytes={self.index_bytes}) "
+                             f"and eviction did not free enough of it")
 
     def _cancel_reservation(self, rid: str, size: int, name: str | None = None) -> None:
         """Undo a reservation whose write failed, deleting a file already written."""
@@ -973,11 +1113,36 @@ class CheckpointStore:
                 self._index.delete_reservation(txn, rid)
                 self._manager.set_reserved(max(0, self._manager.reserved_bytes - size))
 
+    def _reclaim_dead_reservations(self, txn: lmdb.Transaction) -> int:
+        """Give back the room reserved by writers that died mid-write (killed
+        while other processes kept the store open); return the bytes freed.
+
+        A reservation names its process by pid, boot id and start time, so a
+        reused pid or a reboot is never mistaken for the writer. Runs inside
+        the index's write transaction: no other writer can race it.
+        """
+        boot = _boot_id()
+        freed = 0
+        for rid, reservation in self._index.reservations(txn).items():
+            if rid == _QUARANTINE_RID or _writer_alive(reservation, boot):
+                continue
+            log.warning("reclaiming %d bytes reserved by process %s, which died mid-write",
+                        reservation["size"], reservation.get("pid"))
+            self._index.delete_reservation(txn, rid)
+            self._files.remove_temp(rid)
+            freed += reservation["size"]
+        if freed:
+            self._manager.set_reserved(max(0, self._manager.reserved_bytes - freed))
+            self._count("reclaimed_reservations")
+        return freed
+
     def _evict_into(self, txn: lmdb.Transaction, nbytes: int,
                     protect: tuple[str, ...] = ()) -> list[EntryRecord]:
         """Reserve ``nbytes`` in the manager, deleting victims from the index in ``txn``
         (and demoting them to the cold tier, if any)."""
         manager = self._manager
+        if manager.free_bytes < nbytes:
+            self._reclaim_dead_reservations(txn)
         held = self._index.reservations(txn).get(_QUARANTINE_RID)
         if held and manager.free_bytes < nbytes:
             freed = self._files.purge_quarantine()
@@ -986,7 +1151,7 @@ class CheckpointStore:
             manager.release(min(held["size"], manager.reserved_bytes))
         # On failure the manager has removed some victims in memory only: the
         # transaction aborts, the index keeps them, and the resync restores them.
-        now = self._clock()
+        now = self._now()
         evicted = manager.evict_for(nbytes, now, protect=protect)
         # Keep the index's pages well below its map: LMDB needs free pages even
         # to delete, so a completely full map could not be repaired. Two victims
@@ -1011,13 +1176,13 @@ class CheckpointStore:
         """Evict about 1/16 of the checkpoints (at least one) to free index pages."""
         with self._write() as txn:
             records = []
-            for entry in self._manager.evict_some(max(1, len(self._manager) // 16), self._clock()):
+            for entry in self._manager.evict_some(max(1, len(self._manager) // 16), self._now()):
                 record = self._index.delete_entry(txn, entry.key)
                 if record is not None:
                     records.append(record)
             if not records:
-                raise CapacityError(f"the index is full (index_bytes={self.index_bytes}) "
-                                    f"and nothing can be evicted")
+                raise IndexFullError(f"the index of {self.path} is full (index_bytes={self.index_bytes}) "
+                                     f"and nothing can be evicted (everything left is pinned)")
             self._count("evictions", len(records))
             self._retire_files(records)
 
@@ -1046,7 +1211,7 @@ class CheckpointStore:
             self._sync()
             for key in [k for k, s in self._session_hints.items() if s == session]:
                 del self._session_hints[key]
-            return self._manager.end_session(session, self._clock())
+            return self._manager.end_session(session, self._now())
 
     def pin(self, tokens: TokensLike) -> Match:
         """Keep the longest prefix of ``tokens`` stored on disk out of eviction.
@@ -1058,14 +1223,19 @@ class CheckpointStore:
         """
         self._check_open()
         prefix = self._prefix_keys(tokens)
-        with self._lock, self._write() as txn:
-            found = self._manager.longest_match(prefix)
-            if found is None:
-                raise ValueError("no prefix of tokens is stored; put it before pinning it")
-            n_tokens, key = found
-            self._manager.pin(key)
-            self._index.set_pin(txn, key, True)
-            return Match(tokens=n_tokens, key=key, tier="disk", is_tail=self._manager.get(key).is_tail)
+
+        def pin_in_index() -> Match:
+            with self._write() as txn:
+                found = self._manager.longest_match(prefix)
+                if found is None:
+                    raise ValueError("no prefix of tokens is stored; put it before pinning it")
+                n_tokens, key = found
+                self._manager.pin(key)
+                self._index.set_pin(txn, key, True)
+                return Match(tokens=n_tokens, key=key, tier="disk", is_tail=self._manager.get(key).is_tail)
+
+        with self._lock:  # a full index evicts unpinned checkpoints for room, like a put
+            return self._retrying_map_full(pin_in_index)
 
     def unpin(self, tokens: TokensLike) -> None:
         """Release every pin on a stored prefix of ``tokens``."""
@@ -1227,6 +1397,9 @@ class CheckpointStore:
             index = getattr(self, "_index", None)
             if index is not None:
                 index.close()
+            files = getattr(self, "_files", None)
+            if files is not None:
+                files.close()
             self._release_lock()
 
     def __enter__(self) -> "CheckpointStore":
@@ -1295,6 +1468,35 @@ def _check_tier_arguments(ram_bytes: object, cold_path: object, cold_capacity_by
         raise ValueError(f"max_pending_writes must be an int >= 1, got {max_pending_writes!r}")
 
 
+def _check_settings(settings: dict[str, Any], path: str) -> None:
+    """Every value a decision depends on, checked: a clear error naming the field."""
+    def bad(field: str, what: str) -> ConfigMismatchError:
+        return ConfigMismatchError(f"{path}: {field} must be {what}, got {settings.get(field)!r}; "
+                                   f"restore the file or recreate the store")
+
+    def is_int(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    namespace = settings.get("namespace")
+    if not isinstance(namespace, str) or not namespace:
+        raise bad("namespace", "a non-empty string")
+    try:
+        Namespace(namespace)
+    except ValueError:
+        raise bad("namespace", "valid UTF-8 text") from None
+    block = settings.get("block_tokens")
+    if not is_int(block) or not 1 <= block < 2**31:
+        raise bad("block_tokens", "an int from 1 to 2**31 - 1")
+    if settings.get("layout") not in LAYOUTS:
+        raise bad("layout", f"one of {LAYOUTS}")
+    index_bytes = settings.get("index_bytes")
+    if not is_int(index_bytes) or not _MIN_INDEX_BYTES <= index_bytes <= 1 << 40:
+        raise bad("index_bytes", f"an int from {_MIN_INDEX_BYTES} to 2**40")
+    capacity = settings.get("capacity_bytes")
+    if capacity is not None and (not is_int(capacity) or capacity <= index_bytes):
+        raise bad("capacity_bytes", "an int larger than index_bytes")
+
+
 def _check_capacity(capacity: int, index_bytes: int) -> None:
     if capacity - index_bytes < _MIN_PAYLOAD_BYTES:
         raise ValueError(
@@ -1318,13 +1520,6 @@ def _write_json_atomically(path: str, value: Any) -> None:
 
 def _private_opener(path: str, flags: int) -> int:
     return os.open(path, flags | os.O_NOFOLLOW, 0o600)
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def _record_from_header(header: Header, name: str) -> EntryRecord:

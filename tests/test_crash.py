@@ -31,12 +31,12 @@ import kvstore.diskfiles as diskfiles, kvstore.index as index
 path, capacity, seed, crash_at = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 rng = random.Random(seed)
 counter = {{}}
-def die_at(name, call_real, *args, after=False):
+def die_at(name, call_real, *args, after=False, **kwargs):
     counter[name] = counter.get(name, 0) + 1
     hit = crash_at == f"{{name}}:{{counter[name]}}"
     if hit and not after:
         os.kill(os.getpid(), signal.SIGKILL)
-    result = call_real(*args)
+    result = call_real(*args, **kwargs)
     if hit and after:
         os.kill(os.getpid(), signal.SIGKILL)
     return result
@@ -46,8 +46,9 @@ diskfiles.os = type(sys)("os_proxy")
 diskfiles.os.__dict__.update(os.__dict__)
 diskfiles.os.fsync = lambda fd: die_at("fsync", real_fsync, fd)
 diskfiles.os.write = lambda fd, b: die_at("write", real_write, fd, b)
-diskfiles.os.rename = lambda a, b: die_at("rename-after", lambda: die_at("rename", real_rename, a, b), after=True)
-diskfiles.os.unlink = lambda p: die_at("unlink", real_unlink, p)
+diskfiles.os.rename = lambda a, b, **kw: die_at("rename-after", lambda: die_at("rename", real_rename, a, b, **kw),
+                                               after=True)
+diskfiles.os.unlink = lambda p, **kw: die_at("unlink", real_unlink, p, **kw)
 real_bump = index.Index.bump_generation
 index.Index.bump_generation = lambda self, txn: die_at("commit", real_bump, self, txn)
 

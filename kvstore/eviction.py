@@ -124,6 +124,7 @@ class EvictionManager:
         self._used = 0
         self._reserved = 0
         self._pinned_bytes = 0
+        self._pinned: set[str] = set()
         self.evictions = 0
         self.evicted_bytes = 0
         policy.attach(self)
@@ -221,6 +222,51 @@ class EvictionManager:
             return bool(self.policy.admit(_ReadOnlyEntry(candidate), now))
         except Exception as exc:
             raise PolicyError(f"policy {self._policy_name()} raised in admit(): {exc!r}") from exc
+
+    def make_room(self, entry: Entry, now: float, *, protect: Collection[str] = ()) -> list[Entry] | None:
+        """May ``entry`` be written, and what goes to make room? The one decision
+        the store, every tier, the simulator's replay and the tests ask.
+
+        Returns ``None`` when it is not written — already stored, the policy
+        does not admit it, or it would fit only by evicting what ``protect``
+        names (in ``chained``, its own ancestors: it would be an orphan) —
+        and otherwise the entries evicted for it, with ``entry.size`` bytes now
+        reserved for :meth:`insert`. Raises :class:`CapacityError` when it can
+        never fit (larger than the tier, or everything left is pinned or in
+        flight), and :class:`PolicyError` when the policy breaks its contract.
+
+        >>> from policies import LRUPolicy
+        >>> m = EvictionManager(100, LRUPolicy(), block_tokens=4)
+        >>> m.make_room(Entry("a", tokens=4, size=60), now=0.0)
+        []
+        >>> m.insert(Entry("a", tokens=4, size=60), now=0.0)
+        >>> [e.key for e in m.make_room(Entry("b", tokens=4, size=60), now=1.0)]
+        ['a']
+
+        Runtime complexity: O(victims * policy.victim).
+        """
+        if entry.key in self._entries:
+            return None
+        if entry.size > self.capacity_bytes:
+            raise CapacityError(
+                f"payload of {entry.size} bytes exceeds the tier's capacity_bytes={self.capacity_bytes}")
+        if not self.admit(entry, now):
+            return None
+        if protect and entry.size > self.capacity_bytes - self._reserved - self._pinned_bytes \
+                - self._held_bytes(protect):
+            return None  # only the protected chain (or what pins hold) could make room
+        return self.evict_for(entry.size, now, protect=protect)
+
+    def _held_bytes(self, protect: Collection[str]) -> int:
+        """Unpinned bytes no eviction can reach while ``protect`` is shielded: the
+        shielded entries and, in ``chained``, the ancestors of pinned entries
+        (leaf-first eviction never gets to them). So :meth:`make_room` knows up
+        front whether room can be made, and never evicts half-way to fail."""
+        held = {key for key in protect if key in self._entries}
+        if self.layout == "chained":
+            for key in self._pinned:
+                held.update(a for a in self._entries[key].ancestors if a in self._entries)
+        return sum(self._entries[key].size for key in held if not self._entries[key].pinned)
 
     def evict_for(self, nbytes: int, now: float, *, protect: Collection[str] = ()) -> list[Entry]:
         """Reserve ``nbytes``, evicting as needed; return the evicted entries.
@@ -372,6 +418,7 @@ class EvictionManager:
             self._call("on_eligible", key, False)
         if entry.pinned:
             self._pinned_bytes -= entry.size
+            self._pinned.discard(key)
         del self._entries[key]
         del self._views[key]
         self._used -= entry.size
@@ -472,6 +519,7 @@ class EvictionManager:
         was_eligible = self.is_eligible(key)
         entry.pinned = True
         self._pinned_bytes += entry.size
+        self._pinned.add(key)
         if was_eligible:
             self._call("on_eligible", key, False)
         self._call("on_pin", key)
@@ -483,6 +531,7 @@ class EvictionManager:
             return
         entry.pinned = False
         self._pinned_bytes -= entry.size
+        self._pinned.discard(key)
         self._call("on_unpin", key)
         if self.is_eligible(key):
             self._call("on_eligible", key, True)
@@ -503,6 +552,7 @@ class EvictionManager:
         assert 0 <= self._reserved and self._used + self._reserved <= self.capacity_bytes, (
             self._used, self._reserved, self.capacity_bytes)
         assert self._pinned_bytes == sum(e.size for e in self._entries.values() if e.pinned)
+        assert self._pinned == {k for k, e in self._entries.items() if e.pinned}
         for parent, kids in self._children.items():
             assert kids and all(self._entries[k].parent == parent for k in kids)
             assert self._tail_children.get(parent, 0) == sum(self._entries[k].is_tail for k in kids)

@@ -115,7 +115,9 @@ class MemoryTier:
         size = _payload_bytes(payload)
         if size > self.manager.capacity_bytes:
             return []
-        victims = self.manager.evict_for(size, now)
+        victims = self.manager.make_room(_entry(header, size), now)
+        if victims is None:  # the RAM tier's policy declined it
+            return []
         evicted = [self._items.pop(v.key)[0] for v in victims]
         self.counters["evictions"] += len(evicted)
         self.manager.insert(_entry(header, size), now)

@@ -645,6 +645,15 @@ class CheckpointStore:
             return Match(tokens=n_tokens, key=key, tier=tier,
                          is_tail=n_tokens % self.block_tokens != 0, chain=chain)
 
+    def contains(self, tokens: TokensLike) -> bool:
+        """Whether exactly the prefix ``tokens`` is stored in some tier (a tail
+        or an aligned checkpoint). Counts no hit. Runtime complexity: O(len(tokens))."""
+        self._check_open()
+        key = self._prefix_keys(tokens).key(len(tokens))
+        with self._lock, self._memory:
+            self._sync()
+            return self._present(key)
+
     def load(self, match: Match) -> Any:
         """The payload of ``match``: bytes, or a numpy array as it was stored.
 
@@ -1026,26 +1035,21 @@ class CheckpointStore:
         rid = f"{os.getpid()}-{secrets.token_hex(6)}"
         protect = header.ancestors if self.layout == "chained" else ()
 
+        candidate.size = size  # what is reserved: a compressed file's bound
+
         def reserve() -> bool:
-            try:
-                with self._write() as txn:
-                    if key in self._manager:
-                        return False
-                    if not self._manager.admit(candidate, now) or not self._fits_beside(size, protect):
-                        self._count("declined")
-                        return False
-                    self._evict_into(txn, size, protect=protect)
-                    self._index.put_reservation(txn, rid, size, os.getpid(), boot=_boot_id(),
-                                                start=_start_time(os.getpid()))
-                    return True
-            except CapacityError:
-                if self.layout != "chained":
-                    raise
-                # chained: the only leaves left are this block's own ancestors, or
-                # blocks above pinned descendants (a pin holds its whole chain);
-                # the aborted transaction undid the partial eviction: decline
-                self._count("declined")
-                return False
+            with self._write() as txn:
+                if key in self._manager:
+                    return False
+                self._free_reserved_room(txn, size)
+                victims = self._manager.make_room(candidate, now, protect=protect)
+                if victims is None:
+                    self._count("declined")
+                    return False
+                self._retire_victims(txn, victims)
+                self._index.put_reservation(txn, rid, size, os.getpid(), boot=_boot_id(),
+                                            start=_start_time(os.getpid()))
+                return True
 
         with self._lock:
             if not self._retrying_map_full(reserve):
@@ -1084,14 +1088,6 @@ class CheckpointStore:
         except BaseException:
             self._cancel_reservation(rid, size, name)
             raise
-
-    def _fits_beside(self, size: int, protect: tuple[str, ...]) -> bool:
-        """Chained layout: can ``size`` bytes be freed without evicting the block's
-        own ancestors? (If not, storing it would leave it an orphan.)"""
-        manager = self._manager
-        shielded = sum(entry.size for key in protect
-                       if (entry := manager.get(key)) is not None and not entry.pinned)
-        return size <= manager.capacity_bytes - manager.pinned_bytes - manager.reserved_bytes - shielded
 
     def _retrying_map_full(self, body: Callable[[], Any]) -> Any:
         """Run ``body`` (one write transaction); when the LMDB map is full,
@@ -1136,10 +1132,15 @@ class CheckpointStore:
             self._count("reclaimed_reservations")
         return freed
 
-    def _evict_into(self, txn: lmdb.Transaction, nbytes: int,
-                    protect: tuple[str, ...] = ()) -> list[EntryRecord]:
-        """Reserve ``nbytes`` in the manager, deleting victims from the index in ``txn``
-        (and demoting them to the cold tier, if any)."""
+    def _evict_into(self, txn: lmdb.Transaction, nbytes: int) -> list[EntryRecord]:
+        """Reserve ``nbytes`` in the manager (no admission: used to shrink the
+        store to its capacity), deleting victims from the index in ``txn``."""
+        self._free_reserved_room(txn, nbytes)
+        return self._retire_victims(txn, self._manager.evict_for(nbytes, self._now()))
+
+    def _free_reserved_room(self, txn: lmdb.Transaction, nbytes: int) -> None:
+        """Before evicting checkpoints for ``nbytes``, take back room nobody uses:
+        reservations of writers that died, then quarantined files."""
         manager = self._manager
         if manager.free_bytes < nbytes:
             self._reclaim_dead_reservations(txn)
@@ -1149,16 +1150,21 @@ class CheckpointStore:
             log.info("purged %d quarantined bytes to make room", freed)
             self._index.delete_reservation(txn, _QUARANTINE_RID)
             manager.release(min(held["size"], manager.reserved_bytes))
+
+    def _retire_victims(self, txn: lmdb.Transaction, evicted: list[Entry]) -> list[EntryRecord]:
+        """Delete the manager's victims from the index in ``txn`` and their files
+        (demoting them to the cold tier, if any)."""
         # On failure the manager has removed some victims in memory only: the
         # transaction aborts, the index keeps them, and the resync restores them.
-        now = self._now()
-        evicted = manager.evict_for(nbytes, now, protect=protect)
+        manager = self._manager
         # Keep the index's pages well below its map: LMDB needs free pages even
         # to delete, so a completely full map could not be repaired. Two victims
         # per new entry shrink it steadily; evicting until the page count drops
         # would purge far more, as LMDB merges half-empty pages only lazily.
         if self._index.crowded(txn):
-            evicted += manager.evict_some(2, now)
+            for_room = manager.evict_some(2, self._now())
+            evicted = evicted + for_room
+            self._count("index_room_evictions", len(for_room))
         records = []
         for entry in evicted:
             record = self._index.delete_entry(txn, entry.key)
@@ -1312,6 +1318,7 @@ class CheckpointStore:
                 "puts": counters.get("puts", 0),
                 "declined": counters.get("declined", 0),
                 "evictions": counters.get("evictions", 0),
+                "index_room_evictions": counters.get("index_room_evictions", 0),
                 "quarantined": counters.get("quarantined", 0),
                 "tiers": tiers,
             }

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
 from policies.registry import BUILTIN, available
 
 from .costmodel import PROFILES, get_profile, load_profiles
-from .sweep import RunSpec, parse_policies, resolve_capacity, run, sweep, trace_working_set
+from .sweep import RunSpec, parse_policies, parse_size, resolve_capacity, run, sweep, trace_working_set
 from .trace import TraceError, load_trace, write_trace
 
 __all__ = ["main"]
@@ -50,6 +51,9 @@ def _add_replay_options(p: argparse.ArgumentParser) -> None:
                    help="snapshot: each checkpoint holds the whole state; chained: one block each")
     p.add_argument("--block-tokens", type=int, default=4096, help="checkpoint every N tokens (default 4096)")
     p.add_argument("--no-tail", action="store_true", help="do not write a checkpoint at the exact end of a prompt")
+    p.add_argument("--index-bytes", type=parse_size, default=None, metavar="SIZE",
+                   help="the store's index slice of the capacity (default: the store's, 1/64 of it "
+                        "between 1 MiB and 1 GiB); checkpoint files get the rest")
     p.add_argument("--session-hints", action="store_true",
                    help="tell the store each request's session and when a session ends "
                         "(put(session=), end_session): an ended session's own checkpoints go first")
@@ -66,7 +70,7 @@ def _spec(args, policy: str, capacity: str, working_set: int | None) -> RunSpec:
     return RunSpec(trace=args.trace, policy=policy, capacity_bytes=resolve_capacity(capacity, working_set),
                    capacity_label=capacity, profile=args.profile, layout=args.layout,
                    block_tokens=args.block_tokens, write_tail=not args.no_tail, profiles_file=args.profiles_file,
-                   session_hints=args.session_hints)
+                   session_hints=args.session_hints, index_bytes=args.index_bytes)
 
 
 def _public(result: dict) -> dict:
@@ -74,6 +78,17 @@ def _public(result: dict) -> dict:
 
 
 def cmd_simulate(args) -> int:
+    backend = None
+    if args.backend == "store":
+        if not args.store_dir:
+            raise SystemExit("kvsim simulate: --backend store needs --store-dir DIR (an empty or new directory)")
+        from .store_backend import StoreBackend
+        if os.path.exists(args.store_dir) and os.listdir(args.store_dir):
+            raise SystemExit(f"kvsim simulate: --store-dir {args.store_dir} is not empty; "
+                             f"the replay needs a fresh store")
+        backend = StoreBackend.at(args.store_dir)
+    elif args.store_dir:
+        raise SystemExit("kvsim simulate: --store-dir goes with --backend store")
     working_set = _working_set(args) if args.capacity.strip().endswith("%") else None
     spec = _spec(args, args.policy, args.capacity, working_set)
     total = sum(1 for _ in load_trace(args.trace))
@@ -88,7 +103,11 @@ def cmd_simulate(args) -> int:
     try:
         with progress:
             result = run(spec, on_request=on_request if sink else None,
-                         progress=lambda n: progress.update(task, completed=n))
+                         progress=lambda n: progress.update(task, completed=n), backend=backend)
+        if backend is not None and result.get("index_room_evictions"):
+            print(f"note: the store evicted {result['index_room_evictions']} checkpoints to keep its index "
+                  f"from filling, which the simulator does not model; give it a larger --index-bytes",
+                  file=sys.stderr)
     finally:
         if sink:
             sink.close()
@@ -240,6 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--capacity", required=True, help="bytes (64GiB) or share of the working set (10%%)")
     p.add_argument("--policy", default="prefix-chain", help="a name from 'kvsim policies'")
     p.add_argument("--requests", metavar="FILE.jsonl", help="also write one line per request")
+    p.add_argument("--backend", choices=["manager", "store"], default="manager",
+                   help="manager: the store's eviction manager counting bytes (fast); store: a real "
+                        "CheckpointStore in --store-dir, writing payload files of the profile's sizes "
+                        "(proves the simulator makes the store's decisions; disk speed)")
+    p.add_argument("--store-dir", metavar="DIR", help="with --backend store: an empty or new directory")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("sweep", help="replay a trace for every policy x capacity",

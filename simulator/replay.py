@@ -31,10 +31,12 @@ from __future__ import annotations
 from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from typing import Protocol
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from kvstore.accounting import file_bytes, payload_budget
 from kvstore.errors import CapacityError
 from kvstore.eviction import Entry, EvictionManager
 from kvstore.keys import Namespace, PrefixKeys
@@ -45,7 +47,8 @@ from .costmodel import Profile
 from .tokens import TokenMaterializer
 from .trace import Request
 
-__all__ = ["ReplayConfig", "Metrics", "RequestResult", "replay", "METRIC_KEYS"]
+__all__ = ["ReplayConfig", "Metrics", "RequestResult", "replay", "METRIC_KEYS", "Backend", "ManagerBackend",
+           "load_bytes"]
 
 METRIC_KEYS = (
     "requests", "prompt_tokens", "loaded_tokens", "prefill_tokens", "reprefill_seconds",
@@ -69,6 +72,9 @@ class ReplayConfig:
     #: pass the trace's sessions to the store as hints: every write and hit
     #: names its session, and a session ends after its last request
     session_hints: bool = False
+    #: the store's index slice of ``capacity_bytes`` (None: the store's default,
+    #: 1/64 of it between 1 MiB and 1 GiB; 0 models no index at all)
+    index_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.capacity_bytes, bool) or not isinstance(self.capacity_bytes, int) \
@@ -92,13 +98,26 @@ class ReplayConfig:
             lengths.append(total)
         return lengths
 
-    def entry_bytes(self, tokens: int) -> int:
-        """Bytes of the checkpoint ``[0, tokens)`` (snapshot), or of its own block
-        (chained: from the previous block boundary, or from its anchor for a tail)."""
+    def payload_bytes(self, tokens: int) -> int:
+        """Bytes of the engine's state for the checkpoint ``[0, tokens)`` (snapshot),
+        or for its own block (chained: from the previous block boundary, or from
+        its anchor for a tail), as the profile says."""
         if self.layout == "snapshot":
             return self.profile.checkpoint_bytes(tokens)
         block = self.block_tokens
         return self.profile.block_bytes(tokens % block or block)
+
+    def entry_bytes(self, tokens: int) -> int:
+        """Bytes the checkpoint's file takes in the store: its payload plus the
+        file header, exactly as the store counts it (``kvstore.accounting``)."""
+        return file_bytes(payload_len=self.payload_bytes(tokens), tokens=tokens,
+                          block_tokens=self.block_tokens)
+
+    def budget(self) -> int:
+        """Bytes the store gives checkpoint files: ``capacity_bytes`` less the index slice."""
+        if self.index_bytes == 0:
+            return self.capacity_bytes
+        return payload_budget(self.capacity_bytes, self.index_bytes)
 
 
 @dataclass
@@ -130,6 +149,9 @@ class Metrics:
     bytes_written: int = 0
     evictions: int = 0
     blend_potential_tokens: int = 0
+    #: a real store's evictions to keep its index from filling (``StoreBackend`` only;
+    #: the simulator does not model them, so a non-zero count means the two may differ)
+    index_room_evictions: int = 0
     ttfts: array = field(default_factory=lambda: array("d"), repr=False)
 
     def finish(self) -> "Metrics":
@@ -143,6 +165,7 @@ class Metrics:
     def as_dict(self) -> dict:
         doc = asdict(self)
         doc.pop("ttfts")
+        doc.pop("index_room_evictions")
         return doc
 
 
@@ -176,6 +199,67 @@ class _BlendTracker:
         return reusable
 
 
+class Backend(Protocol):
+    """Where a replay keeps its checkpoints: the engine loop asks it two things."""
+
+    def lookup(self, prefix: PrefixKeys, now: float, session: str | None) -> int:
+        """Tokens of the longest stored prefix (recording the hit), 0 on a miss."""
+
+    def write(self, prefix: PrefixKeys, loaded: int, now: float, session: str | None) -> int:
+        """Write the checkpoints past ``loaded`` the engine writes; return the bytes written."""
+
+    def end_session(self, session: str, now: float) -> None: ...
+
+    def close(self) -> None: ...
+
+    @property
+    def evictions(self) -> int: ...
+
+
+class ManagerBackend:
+    """The store's eviction manager and policy over a backend that only counts
+    bytes: what ``kvsim`` replays by default."""
+
+    def __init__(self, config: ReplayConfig, policy: Policy) -> None:
+        self.config = config
+        self.manager = EvictionManager(config.budget(), policy, layout=config.layout,
+                                       block_tokens=config.block_tokens, pin_quota_bytes=0)
+
+    @property
+    def evictions(self) -> int:
+        return self.manager.evictions
+
+    def lookup(self, prefix: PrefixKeys, now: float, session: str | None) -> int:
+        found = self.manager.longest_match(prefix)
+        if found is None:
+            return 0
+        self.manager.record_hit(found[1], now, session=session)
+        return found[0]
+
+    def write(self, prefix: PrefixKeys, loaded: int, now: float, session: str | None) -> int:
+        return _write_checkpoints(self.manager, self.config, prefix, loaded, now, session)
+
+    def end_session(self, session: str, now: float) -> None:
+        self.manager.end_session(session, now)
+
+    def close(self) -> None:
+        """Nothing to release: the manager lives in memory."""
+
+
+def load_bytes(config: ReplayConfig, loaded: int) -> int:
+    """Bytes read to load the stored prefix of ``loaded`` tokens: its file, or
+    in ``chained`` the files of all its blocks."""
+    if not loaded:
+        return 0
+    if config.layout == "snapshot":
+        return config.entry_bytes(loaded)
+    block = config.block_tokens
+    blocks = list(range(block, loaded // block * block + 1, block))
+    if loaded % block:
+        blocks.append(loaded)
+    return sum(config.entry_bytes(n) for n in blocks)
+
+
 def replay(
     requests: Iterable[Request],
     config: ReplayConfig,
@@ -183,12 +267,16 @@ def replay(
     on_request: Callable[[RequestResult], None] | None = None,
     progress: Callable[[int], None] | None = None,
     next_use: Callable[[str, float], float] | None = None,
+    backend: Callable[[ReplayConfig, Policy], Backend] = ManagerBackend,
 ) -> Metrics:
     """Replay ``requests`` under ``config``; return the metrics.
 
     ``on_request`` receives every (non-warm-up) request's result; ``progress``
     is called with the number of requests done every 1,000 requests;
-    ``next_use`` is the oracle an offline policy (``belady``) needs.
+    ``next_use`` is the oracle an offline policy (``belady``) needs;
+    ``backend(config, policy)`` makes where checkpoints go (default: the
+    eviction manager alone; :class:`simulator.store_backend.StoreBackend`
+    replays through a real store).
     """
     options = dict(config.policy_options)
     if isinstance(config.policy, str) and is_offline(config.policy):
@@ -196,9 +284,7 @@ def replay(
             raise ValueError(f"policy {config.policy!r} needs the future: use simulator.sweep.run(), "
                              "which builds the oracle from the trace")
         options["next_use"] = next_use
-    policy = resolve(config.policy, **options)
-    manager = EvictionManager(config.capacity_bytes, policy, layout=config.layout,
-                              block_tokens=config.block_tokens, pin_quota_bytes=0)
+    store = backend(config, resolve(config.policy, **options))
     namespace = Namespace(config.namespace)
     tokens_of = TokenMaterializer()
     profile = config.profile
@@ -216,20 +302,12 @@ def replay(
         warmup = bool(request.tags.get("warmup"))
         prefix = PrefixKeys(namespace, tokens_of.tokens(request.prompt), block)
         total = len(prefix)
-        found = manager.longest_match(prefix)
-        loaded, load_s = 0, 0.0
-        if found is not None:
-            loaded, key = found
-            manager.record_hit(key, now, session=session)
-            if config.layout == "snapshot":
-                load_bytes = manager.get(key).size
-            else:
-                load_bytes = manager.get(key).size + sum(manager.get(a).size for a in manager.get(key).ancestors)
-            load_s = profile.load_seconds(load_bytes)
+        loaded = store.lookup(prefix, now, session)
+        load_s = profile.load_seconds(load_bytes(config, loaded)) if loaded else 0.0
         ttft = load_s + profile.prefill_seconds(loaded, total)
-        written = _write_checkpoints(manager, config, prefix, loaded, now, session)
+        written = store.write(prefix, loaded, now, session)
         if session is not None and last_of_session[session] == i:
-            manager.end_session(session, now)
+            store.end_session(session, now)
         if not warmup:
             metrics.requests += 1
             metrics.prompt_tokens += total
@@ -248,7 +326,9 @@ def replay(
         done += 1
         if progress is not None and done % 1000 == 0:
             progress(done)
-    metrics.evictions = manager.evictions
+    metrics.evictions = store.evictions
+    metrics.index_room_evictions = getattr(store, "index_room_evictions", 0)
+    store.close()
     if progress is not None:
         progress(done)
     return metrics.finish()
@@ -271,11 +351,11 @@ def _write_checkpoints(manager: EvictionManager, config: ReplayConfig, prefix: P
         entry = Entry(key, tokens=n, size=config.entry_bytes(n), parent=prefix.parent_key(n),
                       ancestors=prefix.ancestor_keys(n), is_tail=is_tail,
                       anchor=prefix.key(prefix.anchor(n)) if is_tail else None)
-        if not manager.admit(entry, now):
-            continue
         try:  # in chained, the new block's ancestors must outlive the eviction it causes
-            manager.evict_for(entry.size, now, protect=entry.ancestors if config.layout == "chained" else ())
+            room = manager.make_room(entry, now, protect=entry.ancestors if config.layout == "chained" else ())
         except CapacityError:
+            room = None
+        if room is None:
             if config.layout == "chained":
                 break  # no block past this one could be loaded either
             continue

@@ -77,6 +77,7 @@ class RunSpec:
     write_tail: bool = True
     profiles_file: str | None = None
     session_hints: bool = False
+    index_bytes: int | None = None
 
 
 def _profile(spec: RunSpec) -> Profile:
@@ -84,19 +85,23 @@ def _profile(spec: RunSpec) -> Profile:
     return get_profile(spec.profile, extra)
 
 
-def run(spec: RunSpec, *, on_request=None, progress=None) -> dict:
-    """Replay one spec; return the metrics as a dict with the run's labels."""
+def run(spec: RunSpec, *, on_request=None, progress=None, backend=None) -> dict:
+    """Replay one spec; return the metrics as a dict with the run's labels.
+
+    ``backend`` is :func:`simulator.replay.replay`'s (default: the eviction manager alone)."""
     config = ReplayConfig(capacity_bytes=spec.capacity_bytes, policy=spec.policy, profile=_profile(spec),
                           layout=spec.layout, block_tokens=spec.block_tokens, write_tail=spec.write_tail,
-                          session_hints=spec.session_hints)
+                          session_hints=spec.session_hints, index_bytes=spec.index_bytes)
     if is_offline(spec.policy):  # an offline reference needs the whole future in memory
         requests = load_trace(spec.trace)
         oracle = FutureOracle(requests, spec.block_tokens).next_use
     else:  # stream: memory stays bounded however long the trace
         requests, oracle = read_trace(spec.trace), None
-    metrics = replay(requests, config, on_request=on_request, progress=progress, next_use=oracle)
+    extra = {} if backend is None else {"backend": backend}
+    metrics = replay(requests, config, on_request=on_request, progress=progress, next_use=oracle, **extra)
     return {"policy": spec.policy, "capacity_bytes": spec.capacity_bytes, "capacity": spec.capacity_label,
-            "profile": spec.profile, **metrics.as_dict()}
+            "profile": spec.profile, **metrics.as_dict(),
+            **({"index_room_evictions": metrics.index_room_evictions} if metrics.index_room_evictions else {})}
 
 
 def trace_working_set(trace: str, profile: Profile, *, layout: str = "snapshot", block_tokens: int = 4096,

@@ -17,8 +17,8 @@ def chain(n, size=10, prefix="k"):
 
 def fill(manager, entries, now=0.0):
     for i, e in enumerate(entries):
-        manager.evict_for(e.size, now + i)
-        manager.insert(e, now + i)
+        if manager.make_room(e, now + i) is not None:
+            manager.insert(e, now + i)
 
 
 def test_lru_evicts_least_recently_used_and_prefix_hits_refresh_ancestors():

@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from kvstore.accounting import file_bytes
 from simulator.costmodel import PROFILES, Profile, load_profiles
 from simulator.generators.ds4 import Ds4Config, generate as generate_ds4
 from simulator.generators.openclaw import OpenClawConfig, generate as generate_openclaw
@@ -37,8 +38,10 @@ def test_metrics_of_a_hand_computed_trace():
     assert metrics.reprefill_seconds == pytest.approx(24)  # 1 token per second
     assert metrics.full_misses == 2
     assert metrics.token_hit_rate == pytest.approx(18 / 42)
-    # bytes: 4+8+10, then 12+13, then 12+13, then 4+6 (aligned past the match, and tails)
-    assert metrics.bytes_written == 22 + 25 + 25 + 10
+    # files: 4, 8, tail 10; then 12, tail 13; then 12, tail 13; then 4, tail 6 (aligned past the
+    # match, and tails): one byte per token plus each file's header, as the store counts them
+    written = [4, 8, 10, 12, 13, 12, 13, 4, 6]
+    assert metrics.bytes_written == sum(file_bytes(payload_len=n, tokens=n, block_tokens=4) for n in written)
     assert metrics.evictions == 0
     assert metrics.ttft_p50 == pytest.approx(sorted([10, 3, 5, 6])[1] + 0.5 * (sorted([10, 3, 5, 6])[2] - 5))
 
@@ -47,7 +50,8 @@ def test_capacity_pressure_evicts_and_warmup_is_not_counted():
     reqs = [Request("w", 0, (("x", 8),), tags={"warmup": True}), Request("a", 1, (("x", 8),))]
     metrics, _ = run(reqs)
     assert metrics.requests == 1 and metrics.loaded_tokens == 8
-    metrics, _ = run(reqs, capacity=8)  # 4 + 8 bytes do not fit: the 4 is evicted for the 8
+    room_for_8 = file_bytes(payload_len=8, tokens=8, block_tokens=4)  # the files of 4 and 8 do not both fit
+    metrics, _ = run(reqs, capacity=room_for_8, index_bytes=0)  # the 4 is evicted for the 8
     assert metrics.loaded_tokens == 8 and metrics.evictions == 1
 
 
@@ -61,7 +65,8 @@ def test_chained_layout_loads_every_block_and_never_orphans():
     reqs = [Request("a", 0, (("x", 12),)), Request("a", 1, (("x", 12), ("y", 1)))]
     metrics, results = run(reqs, layout="chained", write_tail=False)
     assert results[1].loaded_tokens == 12
-    assert metrics.bytes_written == sum(FLAT.block_bytes(4) for _ in range(3))
+    assert metrics.bytes_written == sum(file_bytes(payload_len=FLAT.block_bytes(4), tokens=n, block_tokens=4)
+                                        for n in (4, 8, 12))
 
 
 def test_generators_are_deterministic():
@@ -105,7 +110,8 @@ def test_libcachesim_export_lists_every_checkpoint_lookup():
     lines = sink.getvalue().splitlines()
     assert rows == 6 and lines[0] == "time,key,size"
     assert lines[1:4] == lines[4:7] or [l.split(",")[1:] for l in lines[1:4]] == [l.split(",")[1:] for l in lines[4:7]]
-    assert [int(l.split(",")[2]) for l in lines[1:4]] == [4, 8, 10]
+    assert [int(l.split(",")[2]) for l in lines[1:4]] == [file_bytes(payload_len=n, tokens=n, block_tokens=4)
+                                                           for n in (4, 8, 10)]  # the sizes kvsim counts
 
 
 def test_profiles_from_toml_and_their_errors(tmp_path):
@@ -183,7 +189,7 @@ def test_chained_replay_under_pressure_never_stores_an_orphan_block():
     reqs = generate_openclaw(OpenClawConfig(sessions=6, turns=(3, 5), session_gap_s=20, seed=9))
     policy = LRUPolicy()
     config = ReplayConfig(capacity_bytes=40 * FLAT.block_bytes(256), policy=policy, profile=FLAT,
-                          layout="chained", block_tokens=256)
+                          layout="chained", block_tokens=256, index_bytes=0)
     metrics = replay(reqs, config)
     manager = policy.view
     assert metrics.evictions > 100

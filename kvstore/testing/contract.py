@@ -61,11 +61,16 @@ def _run(make_policy, layout: str, events, script: list[str] | None = None) -> l
             e = _entry(op, i, size)
             if e.key in m or (layout == "chained" and e.parent is not None and e.parent not in m):
                 continue
-            log.append(f"m.evict_for({size}, now={t}" + (f", protect={e.ancestors!r})" if layout == "chained" else ")"))
+            log.append(f"victims = m.make_room(Entry({e.key!r}, tokens={e.tokens}, size={size}, "
+                       f"parent={e.parent!r}, ancestors={e.ancestors!r}, is_tail={e.is_tail!r}), now={t}"
+                       + (f", protect={e.ancestors!r})" if layout == "chained" else ")"))
             pinned = {k for k in m if m.get(k).pinned}
             evictable = sum(m.get(k).size for k in m if not m.get(k).pinned)
             try:
-                victims = m.evict_for(size, t, protect=e.ancestors if layout == "chained" else ())
+                victims = m.make_room(e, t, protect=e.ancestors if layout == "chained" else ())
+                if victims is None:  # declined: not admitted, or it would orphan itself
+                    log.append("# declined")
+                    continue
             except CapacityError:
                 if layout == "snapshot" and size <= m.free_bytes + evictable and size <= CAPACITY - m.pinned_bytes:
                     raise PolicyContractError(f"{size} bytes could have been freed but were not") from None
@@ -76,7 +81,8 @@ def _run(make_policy, layout: str, events, script: list[str] | None = None) -> l
             history.append(named)
             if pinned & set(named):
                 raise PolicyContractError(f"evicted pinned {sorted(pinned & set(named))}")
-            log.append(f"# evicted {list(named)}")
+            if named:
+                log.append(f"# evicted {list(named)}")
             log.append(f"m.insert(Entry({e.key!r}, tokens={e.tokens}, size={size}, parent={e.parent!r}, "
                        f"ancestors={e.ancestors!r}, is_tail={e.is_tail}, anchor={e.anchor!r}), now={t})")
             try:

@@ -89,10 +89,10 @@ def main() -> None:
                     disk.append(timed(lambda: store.load(store.lookup(tokens)))[0])
                     key = store.lookup(tokens).key
                     store._ram.discard(key)
-                    with store._lock, store._index.read() as txn:  # demote it by hand:
+                    with store._index.read() as txn:              # demote it by hand:
                         record = store._index.get_entry(txn, key)     # the next hit is a cold hit
-                    store._demote(record)
-                    store._remove(key)
+                    store._disk._demote(record)
+                    store._disk.remove(key)
                     drop_page_cache(base)
                     elapsed, got = timed(lambda: store.load(store.lookup(tokens)))
                     assert np.array_equal(got, payload)

@@ -59,12 +59,12 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     table = Table("tier", "entries", "bytes", "capacity", "hits", "misses", "promotions",
                   "demotions", "evictions", "compression")
     for name, tier in stats["tiers"].items():
-        if name == "pending":
-            continue  # writes queued by this process; a separate process never has any
+        if "dropped_writes" in tier:
+            continue  # the queue of writes of this process; a separate process never has any
         table.add_row(name, str(tier["entries"]), human_bytes(tier["bytes"]),
                       human_bytes(tier["capacity_bytes"]), str(tier["hits"]), str(tier["misses"]),
-                      str(tier["promotions"]), str(tier["demotions"]), str(tier["evictions"]),
-                      f"{tier['compression_ratio']:.2f}x")
+                      str(tier.get("promotions", 0)), str(tier.get("demotions", 0)), str(tier["evictions"]),
+                      f"{tier.get('compression_ratio', 1.0):.2f}x")
     console.print(table)
     disk = stats["tiers"]["disk"]
     console.print(f"disk: pinned {human_bytes(disk['pinned_bytes'])}, {disk['tail_entries']} tails"

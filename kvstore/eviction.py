@@ -55,14 +55,21 @@ class Entry:
 
 
 class _ReadOnlyEntry:
-    """Attribute-for-attribute read-only proxy of an :class:`Entry`."""
+    """Read-only proxy of an :class:`Entry` that shows a policy the documented
+    fields of :class:`policies.base.EntryView` and nothing else (not the file
+    name, not the store's bookkeeping)."""
 
     __slots__ = ("_entry",)
+    FIELDS = frozenset({"key", "tokens", "size", "parent", "ancestors", "is_tail", "anchor", "priority",
+                        "pinned", "inserted_at"})
 
     def __init__(self, entry: Entry) -> None:
         object.__setattr__(self, "_entry", entry)
 
     def __getattr__(self, name: str):
+        if name not in _ReadOnlyEntry.FIELDS:
+            raise AttributeError(f"a policy's view of a checkpoint has no {name!r}; it shows "
+                                 f"{', '.join(sorted(_ReadOnlyEntry.FIELDS))}")
         return getattr(self._entry, name)
 
     def __setattr__(self, name: str, value: object) -> None:
@@ -319,7 +326,7 @@ class EvictionManager:
                 raise self._fail(CapacityError(
                     f"cannot free {nbytes} bytes: {self._pinned_bytes} bytes are pinned and "
                     f"{self._reserved} reserved of capacity_bytes={self.capacity_bytes}"), evicted)
-            self._evict(key, evicted)
+            self._evict(key, evicted, now)
         self._reserved += nbytes
         return evicted
 
@@ -332,7 +339,7 @@ class EvictionManager:
             key = self._next_victim(now, evicted)
             if key is None:
                 break
-            self._evict(key, evicted)
+            self._evict(key, evicted, now)
         return evicted
 
     def _next_victim(self, now: float, evicted: list[Entry]) -> str | None:
@@ -357,7 +364,8 @@ class EvictionManager:
                 f"(pinned, or has stored children in the chained layout)"), evicted)
         return key
 
-    def _evict(self, key: str, evicted: list[Entry]) -> None:
+    def _evict(self, key: str, evicted: list[Entry], now: float) -> None:
+        self._call("on_evict", key, now)
         evicted.append(self.remove(key))
         self.evictions += 1
         self.evicted_bytes += evicted[-1].size

@@ -36,10 +36,12 @@ __all__ = ["Index", "EntryRecord"]
 _COW_ALLOWANCE_PAGES = 128
 _DBS = ("meta", "entries", "children", "pins", "reservations")
 
-# LMDB: "do not open the same environment twice in one process". This
-# registry, keyed by real path, is the one piece of module state the store
-# keeps, and only to honour that rule.
-_ENVS: dict[str, tuple[lmdb.Environment, int]] = {}
+# LMDB: "do not open the same environment twice in one process", and do not
+# use one a parent opened in a forked child. This registry, keyed by process
+# and real path, is the one piece of module state the store keeps, and only
+# to honour those rules: a child after fork() finds no entry of its own and
+# opens the environment afresh.
+_ENVS: dict[tuple[int, str], tuple[lmdb.Environment, int]] = {}
 _ENVS_LOCK = threading.Lock()
 
 
@@ -78,8 +80,13 @@ class Index:
     def __init__(self, root: str, *, map_size: int, readonly: bool = False) -> None:
         self.path = os.path.realpath(os.path.join(root, "index"))
         self.readonly = readonly
+        self._slot = (os.getpid(), self.path)
         with _ENVS_LOCK:
-            env, count = _ENVS.get(self.path, (None, 0))
+            for inherited in [k for k in _ENVS if k[0] != self._slot[0]]:
+                # inherited through fork(): close this process's copy of the mapping
+                # (the parent's environment, locks and reader slots are its own)
+                _ENVS.pop(inherited)[0].close()
+            env, count = _ENVS.get(self._slot, (None, 0))
             if env is None:
                 os.makedirs(self.path, mode=0o700, exist_ok=True)
                 env = lmdb.open(
@@ -87,7 +94,7 @@ class Index:
                     readonly=readonly, create=not readonly, mode=0o600, max_readers=126,
                     lock=True, sync=True, metasync=True, meminit=False,
                 )
-            _ENVS[self.path] = (env, count + 1)
+            _ENVS[self._slot] = (env, count + 1)
         self.env = env
         self._dbs = {}
         for name in _DBS:
@@ -99,13 +106,15 @@ class Index:
         if self._closed:
             return
         self._closed = True
+        if self._slot[0] != os.getpid():
+            return  # opened by the parent before fork(): the parent closes it
         with _ENVS_LOCK:
-            env, count = _ENVS[self.path]
+            env, count = _ENVS[self._slot]
             if count <= 1:
-                del _ENVS[self.path]
+                del _ENVS[self._slot]
                 env.close()
             else:
-                _ENVS[self.path] = (env, count - 1)
+                _ENVS[self._slot] = (env, count - 1)
 
     @contextmanager
     def read(self) -> Iterator[lmdb.Transaction]:
@@ -125,6 +134,9 @@ class Index:
 
     @contextmanager
     def _mapped_errors(self) -> Iterator[None]:
+        if self._slot[0] != os.getpid():
+            raise StoreUnavailableError(f"the index {self.path} was opened before fork(), in process "
+                                        f"{self._slot[0]}; open the store again in this process")
         try:
             yield
         except lmdb.MapFullError:

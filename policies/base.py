@@ -11,6 +11,8 @@ told                      when
 ``on_insert(key, now)``   a checkpoint was stored
 ``on_hit(key, now)``      a lookup matched this checkpoint (the longest one)
 ``on_prefix_hit(k, now)`` ... and this stored ancestor of it, once per lookup
+``on_evict(key, now)``    it is being evicted (``on_remove`` follows); a
+                          removal without it is a deletion (moved, bad file)
 ``on_remove(key)``        a checkpoint left the tier (evicted or deleted)
 ``on_eligible(key, ok)``  it became (in)eligible as a victim: pins, and in the
                           ``chained`` layout, gaining or losing stored children
@@ -69,6 +71,7 @@ class EntryView(Protocol):
     parent: str | None  #: key of the next shorter aligned prefix (stored or not)
     ancestors: tuple[str, ...]  #: keys of all shorter aligned prefixes, shortest first
     is_tail: bool  #: True for a checkpoint at the exact end of a prompt, off the block grid
+    anchor: str | None  #: a tail's aligned key it hangs from (None for aligned checkpoints)
     priority: int  #: the engine's rank: a strict tier, higher kept longer; 0 by default
     pinned: bool
     inserted_at: float
@@ -123,6 +126,11 @@ class Policy:
     def on_prefix_hit(self, key: str, now: float) -> None:
         """``key`` is a stored ancestor of a checkpoint that was just hit."""
 
+    def on_evict(self, key: str, now: float) -> None:
+        """``key`` is being evicted, as this policy's victim or as an ended
+        session's (``on_remove`` follows). A removal not preceded by this is a
+        deletion: the checkpoint moved to another tier, or its file went bad."""
+
     def on_remove(self, key: str) -> None:
         """``key`` left the tier; forget it."""
 
@@ -158,9 +166,13 @@ class ScoredPolicy(Policy):
     """A policy that ranks eligible entries by a sortable score, lowest evicted first.
 
     Subclasses implement :meth:`score` and call :meth:`_rescore` from the
-    hooks that change it. The engine's ``priority`` is a strict tier above the
-    score: a checkpoint is evicted only when no eligible one of lower priority
-    is left. Victim choice is O(log n).
+    hooks that change it. A score that reads the chain (stored children, the
+    nearest stored ancestor) sets ``chain_dependent = True``: the base class
+    then rescores a checkpoint's stored parent and children whenever it is
+    inserted or removed, so no cached score goes stale (``_check`` compares
+    every cached score with a fresh one). The engine's ``priority`` is a
+    strict tier above the score: a checkpoint is evicted only when no
+    eligible one of lower priority is left. Victim choice is O(log n).
 
     >>> class Oldest(ScoredPolicy):
     ...     name = "oldest"
@@ -168,9 +180,14 @@ class ScoredPolicy(Policy):
     ...         return self.view.entry(key).inserted_at
     """
 
+    #: True when :meth:`score` reads the chain: neighbours are rescored as it changes
+    chain_dependent: ClassVar[bool] = False
+
     def __init__(self) -> None:
         self._order: SortedList = SortedList()
         self._scores: dict[str, tuple[Any, int]] = {}
+        self._scored_at: dict[str, float] = {}  # the ``now`` each cached score was computed at
+        self._parent_of: dict[str, str | None] = {}  # chain_dependent: the parent each key was stored under
         self._eligible: set[str] = set()
         self._seq = 0
 
@@ -185,11 +202,22 @@ class ScoredPolicy(Policy):
         self._seq += 1
         new = ((self.view.entry(key).priority, self.score(key, now)), self._seq)
         self._scores[key] = new
+        self._scored_at[key] = now
         if key in self._eligible:
             self._order.add((new[0], new[1], key))
 
+    def _rescore_neighbours(self, key: str, parent: str | None) -> None:
+        """The chain changed at ``key``: rescore its stored parent and children
+        (each at the time its score was last computed)."""
+        for other in sorted({parent, *self.view.children(key)} - {None, key}):
+            if other in self._scores:
+                self._rescore(other, self._scored_at[other])
+
     def on_insert(self, key: str, now: float) -> None:
         self._rescore(key, now)
+        if self.chain_dependent:
+            parent = self._parent_of[key] = self.view.entry(key).parent
+            self._rescore_neighbours(key, parent)
 
     def on_hit(self, key: str, now: float) -> None:
         self._rescore(key, now)
@@ -209,6 +237,10 @@ class ScoredPolicy(Policy):
         if key in self._eligible:
             self.on_eligible(key, False)
         self._scores.pop(key, None)
+        self._scored_at.pop(key, None)
+        parent = self._parent_of.pop(key, None)
+        if self.chain_dependent:  # its parent and children may still be stored: the chain changed there
+            self._rescore_neighbours(key, parent)
 
     def victim(self, now: float) -> str | None:
         return self._order[0][2] if self._order else None
@@ -217,4 +249,7 @@ class ScoredPolicy(Policy):
         assert len(self._order) == len(self._eligible), (len(self._order), len(self._eligible))
         for score, seq, key in self._order:
             assert key in self._eligible and self._scores[key] == (score, seq), key
-        assert self._eligible <= set(self._scores)
+        assert self._eligible <= set(self._scores) == set(self._scored_at)
+        for key, (cached, _) in self._scores.items():  # no cached score went stale
+            fresh = (self.view.entry(key).priority, self.score(key, self._scored_at[key]))
+            assert cached == fresh, f"cached score of {key!r} is {cached}, a fresh one {fresh}"

@@ -66,26 +66,15 @@ class HiCachePolicy(_AdmitOnRepeat):
     name = "hicache"
     description = "SGLang HiCache-like: leaf-first LRU, write a checkpoint on its 2nd request"
 
+    chain_dependent = True  # whether a checkpoint is a leaf changes as its children come and go
+
     def __init__(self, *, write_threshold: int = 2, memory: int = 1_000_000) -> None:
         super().__init__(write_threshold, memory, "write_threshold")
         self.write_threshold = write_threshold
-        self._parent: dict[str, str | None] = {}
 
     def score(self, key: str, now: float) -> tuple[int, float]:
         # leaves first: an entry with stored children ranks above every leaf
         return (1 if self.view.children(key) else 0, self._last_use[key])
-
-    def on_insert(self, key: str, now: float) -> None:
-        super().on_insert(key, now)
-        parent = self._parent[key] = self.view.entry(key).parent
-        if parent is not None and parent in self._last_use:
-            self._rescore(parent, now)  # no longer a leaf
-
-    def on_remove(self, key: str) -> None:
-        super().on_remove(key)
-        parent = self._parent.pop(key, None)
-        if parent is not None and parent in self._last_use:
-            self._rescore(parent, self._last_use[parent])  # may be a leaf again
 
 
 class VllmOffloadPolicy(_AdmitOnRepeat):

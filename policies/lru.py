@@ -34,7 +34,7 @@ class LRUPolicy(ScoredPolicy):
 
     def on_insert(self, key: str, now: float) -> None:
         self._last_use[key] = now
-        self._rescore(key, now)
+        super().on_insert(key, now)
 
     def on_hit(self, key: str, now: float) -> None:
         self._last_use[key] = now

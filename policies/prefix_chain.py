@@ -174,7 +174,6 @@ class PrefixChainPolicy(Policy):
         self._by_weight: dict[tuple[int, str, int], SortedList] = {}  # (weight, last use, key)
         self._by_age: dict[tuple[int, str, int], SortedList] = {}  # (last use, key)
         self._pending_rescore: dict[str, None] = {}  # an ordered set: runs repeat across processes
-        self._last_victim: str | None = None
         self._idle = {k: [0] * self.BUCKETS for k in KINDS}  # eligible checkpoints per kind and age bucket
         self._widths = [self.age_base * 2 ** b for b in range(self.BUCKETS)]
         self._mids = [self._bucket_start(b) + self._widths[b] / 2 for b in range(self.BUCKETS)]
@@ -359,10 +358,10 @@ class PrefixChainPolicy(Policy):
         elif not eligible:
             self._unlink(key)
 
+    def on_evict(self, key: str, now: float) -> None:
+        self._end_spell(key, self._now, 0.0)  # an idle spell that ended without a use
+
     def on_remove(self, key: str) -> None:
-        if key == self._last_victim:  # evicted: an idle spell that ended without a use
-            self._end_spell(key, self._now, 0.0)
-            self._last_victim = None
         self.on_eligible(key, False)
         for table in (self._last_use, self._kind, self._weight, self._extended):
             table.pop(key, None)
@@ -399,7 +398,6 @@ class PrefixChainPolicy(Policy):
             candidate = (self._bucket_density(kind, b) * weight, last_use, key)
             if best is None or candidate < best:
                 best = candidate
-        self._last_victim = best[2]
         return best[2]
 
     def _check(self) -> None:

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from policies.registry import BUILTIN, available
 
 from .costmodel import PROFILES, get_profile, load_profiles
+from .replay import ReplayConfig, working_set_bytes
 from .sweep import RunSpec, parse_policies, parse_size, resolve_capacity, run, sweep, trace_working_set
 from .trace import TraceError, load_trace, write_trace
 
@@ -60,6 +61,13 @@ def _add_replay_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON list of results instead of a table")
 
 
+def _replay_config(args) -> ReplayConfig:
+    """The replay settings of the command line (capacity not yet known)."""
+    extra = load_profiles(args.profiles_file) if args.profiles_file else None
+    return ReplayConfig(capacity_bytes=1, policy="lru", profile=get_profile(args.profile, extra),
+                        layout=args.layout, block_tokens=args.block_tokens, write_tail=not args.no_tail)
+
+
 def _working_set(args) -> int:
     extra = load_profiles(args.profiles_file) if args.profiles_file else None
     return trace_working_set(args.trace, get_profile(args.profile, extra), layout=args.layout,
@@ -89,9 +97,14 @@ def cmd_simulate(args) -> int:
         backend = StoreBackend.at(args.store_dir)
     elif args.store_dir:
         raise SystemExit("kvsim simulate: --store-dir goes with --backend store")
-    working_set = _working_set(args) if args.capacity.strip().endswith("%") else None
+    requests = load_trace(args.trace)  # read once, hashed once (a percentage needs the working set first)
+    prefixes: list | None = None
+    working_set = None
+    if args.capacity.strip().endswith("%"):
+        prefixes = []
+        working_set = working_set_bytes(requests, _replay_config(args), keep=prefixes)
     spec = _spec(args, args.policy, args.capacity, working_set)
-    total = sum(1 for _ in load_trace(args.trace))
+    total = len(requests)
     sink = open(args.requests, "w", encoding="utf-8") if args.requests else None
 
     def on_request(r):
@@ -103,7 +116,8 @@ def cmd_simulate(args) -> int:
     try:
         with progress:
             result = run(spec, on_request=on_request if sink else None,
-                         progress=lambda n: progress.update(task, completed=n), backend=backend)
+                         progress=lambda n: progress.update(task, completed=n), backend=backend,
+                         requests=requests, prefixes=prefixes)
         if backend is not None and result.get("index_room_evictions"):
             print(f"note: the store evicted {result['index_room_evictions']} checkpoints to keep its index "
                   f"from filling, which the simulator does not model; give it a larger --index-bytes",
@@ -188,7 +202,6 @@ def cmd_import(args) -> int:
 
 def cmd_export(args) -> int:
     from .interop import export_libcachesim
-    from .replay import ReplayConfig
 
     extra = load_profiles(args.profiles_file) if args.profiles_file else None
     config = ReplayConfig(capacity_bytes=1, policy="lru", profile=get_profile(args.profile, extra),

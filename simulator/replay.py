@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from array import array
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 from dataclasses import asdict, dataclass, field
 
@@ -268,6 +268,7 @@ def replay(
     progress: Callable[[int], None] | None = None,
     next_use: Callable[[str, float], float] | None = None,
     backend: Callable[[ReplayConfig, Policy], Backend] = ManagerBackend,
+    prefixes: Sequence[PrefixKeys] | None = None,
 ) -> Metrics:
     """Replay ``requests`` under ``config``; return the metrics.
 
@@ -276,7 +277,8 @@ def replay(
     ``next_use`` is the oracle an offline policy (``belady``) needs;
     ``backend(config, policy)`` makes where checkpoints go (default: the
     eviction manager alone; :class:`simulator.store_backend.StoreBackend`
-    replays through a real store).
+    replays through a real store); ``prefixes``, one per request, are keys
+    already computed (by :func:`working_set_bytes`), not hashed again.
     """
     options = dict(config.policy_options)
     if isinstance(config.policy, str) and is_offline(config.policy):
@@ -300,7 +302,10 @@ def replay(
         now = request.t
         session = request.session if config.session_hints else None
         warmup = bool(request.tags.get("warmup"))
-        prefix = PrefixKeys(namespace, tokens_of.tokens(request.prompt), block)
+        if prefixes is not None:
+            prefix = prefixes[i]
+        else:
+            prefix = PrefixKeys(namespace, tokens_of.tokens(request.prompt), block)
         total = len(prefix)
         loaded = store.lookup(prefix, now, session)
         load_s = profile.load_seconds(load_bytes(config, loaded)) if loaded else 0.0
@@ -366,15 +371,19 @@ def _write_checkpoints(manager: EvictionManager, config: ReplayConfig, prefix: P
     return written
 
 
-def working_set_bytes(requests: Iterable[Request], config: ReplayConfig) -> int:
+def working_set_bytes(requests: Iterable[Request], config: ReplayConfig, *,
+                      keep: list[PrefixKeys] | None = None) -> int:
     """Bytes of every distinct checkpoint the trace would write with unlimited
-    space: the denominator of capacities given as a percentage."""
+    space: the denominator of capacities given as a percentage. ``keep``
+    collects each request's keys, so that a replay need not hash them again."""
     namespace = Namespace(config.namespace)
     tokens_of = TokenMaterializer()
     seen: set[bytes] = set()
     total = 0
     for request in requests:
         prefix = PrefixKeys(namespace, tokens_of.tokens(request.prompt), config.block_tokens)
+        if keep is not None:
+            keep.append(prefix)
         for n in config.checkpoint_lengths(len(prefix)):
             key = bytes.fromhex(prefix.key(n))
             if key not in seen:

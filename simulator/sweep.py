@@ -85,20 +85,23 @@ def _profile(spec: RunSpec) -> Profile:
     return get_profile(spec.profile, extra)
 
 
-def run(spec: RunSpec, *, on_request=None, progress=None, backend=None) -> dict:
+def run(spec: RunSpec, *, on_request=None, progress=None, backend=None, requests=None, prefixes=None) -> dict:
     """Replay one spec; return the metrics as a dict with the run's labels.
 
-    ``backend`` is :func:`simulator.replay.replay`'s (default: the eviction manager alone)."""
+    ``backend`` is :func:`simulator.replay.replay`'s (default: the eviction
+    manager alone); ``requests`` (the trace, already read) and ``prefixes``
+    (their keys, already hashed) spare reading and hashing it again."""
     config = ReplayConfig(capacity_bytes=spec.capacity_bytes, policy=spec.policy, profile=_profile(spec),
                           layout=spec.layout, block_tokens=spec.block_tokens, write_tail=spec.write_tail,
                           session_hints=spec.session_hints, index_bytes=spec.index_bytes)
     if is_offline(spec.policy):  # an offline reference needs the whole future in memory
-        requests = load_trace(spec.trace)
+        requests = load_trace(spec.trace) if requests is None else requests
         oracle = FutureOracle(requests, spec.block_tokens).next_use
     else:  # stream: memory stays bounded however long the trace
-        requests, oracle = read_trace(spec.trace), None
+        requests, oracle = (read_trace(spec.trace) if requests is None else requests), None
     extra = {} if backend is None else {"backend": backend}
-    metrics = replay(requests, config, on_request=on_request, progress=progress, next_use=oracle, **extra)
+    metrics = replay(requests, config, on_request=on_request, progress=progress, next_use=oracle,
+                     prefixes=prefixes, **extra)
     return {"policy": spec.policy, "capacity_bytes": spec.capacity_bytes, "capacity": spec.capacity_label,
             "profile": spec.profile, **metrics.as_dict(),
             **({"index_room_evictions": metrics.index_room_evictions} if metrics.index_room_evictions else {})}

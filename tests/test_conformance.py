@@ -81,6 +81,41 @@ class MiscountsItsEntries(LRUPolicy):
         assert self.tracked == len(self.view), f"tracks {self.tracked}, holds {len(self.view)}"
 
 
+class RaisesOnLargeSizes(LRUPolicy):
+    """Fine at the sizes of a quick test, broken past 3,000 bytes."""
+
+    def on_insert(self, key, now):
+        if self.view.entry(key).size > 3_000:
+            raise OverflowError("size too large for my table")
+        super().on_insert(key, now)
+
+
+class LosesTrackPastAThousandKeys(LRUPolicy):
+    """A fixed table of 1,000 slots: past that it names a key it already let go."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = None
+        self.inserted = 0
+
+    def on_insert(self, key, now):
+        super().on_insert(key, now)
+        self.first = self.first or key
+        self.inserted += 1
+
+    def victim(self, now):
+        return self.first if self.inserted > 1_000 else super().victim(now)
+
+
+@pytest.mark.parametrize("broken, words", [
+    (RaisesOnLargeSizes, "OverflowError"),
+    (LosesTrackPastAThousandKeys, "with 3000 keys: .* not stored"),
+])
+def test_the_kit_catches_policies_that_break_only_at_scale(broken, words):
+    with pytest.raises(PolicyContractError, match=words):
+        check_policy(broken, layouts=("snapshot",), max_examples=60)
+
+
 @pytest.mark.parametrize("broken, layouts, words", [
     (EvictsPinned, ("snapshot",), "not eligible"),
     (NamesAStranger, ("snapshot",), "not stored"),

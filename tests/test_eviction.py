@@ -173,3 +173,48 @@ def test_evict_some_evicts_up_to_count_with_the_same_contract_checks():
     fill(broken, chain(2))
     with pytest.raises(PolicyError, match="not stored"):
         broken.evict_some(1, now=5)
+
+
+def test_a_policy_hears_an_eviction_apart_from_a_deletion():
+    class Recording(LRUPolicy):
+        def __init__(self):
+            super().__init__()
+            self.heard = []
+
+        def on_evict(self, key, now):
+            self.heard.append(("evict", key))
+
+        def on_remove(self, key):
+            super().on_remove(key)
+            self.heard.append(("remove", key))
+
+    policy = Recording()
+    m = EvictionManager(30, policy, block_tokens=1)
+    fill(m, [Entry(k, tokens=1, size=10) for k in ("a", "b", "c")])
+    m.remove("b")  # a deletion (the file moved or went bad)
+    fill(m, [Entry("d", tokens=1, size=20)], now=10)  # evicts "a" for room
+    assert policy.heard == [("remove", "b"), ("evict", "a"), ("remove", "a")]
+
+
+def test_a_chain_dependent_score_never_goes_stale():
+    """HiCache ranks leaves first: when a child leaves, its parent's cached
+    score must be recomputed (ScoredPolicy does it; _check compares)."""
+    from policies import HiCachePolicy
+
+    policy = HiCachePolicy(write_threshold=1)
+    m = EvictionManager(100, policy, block_tokens=1)
+    fill(m, chain(3, size=10))
+    m.remove("k3")  # k2 is a leaf again
+    policy._check()
+    assert policy._scores["k2"][0][1][0] == 0
+
+
+def test_a_policy_sees_only_the_documented_fields_of_a_checkpoint():
+    m = EvictionManager(100, LRUPolicy(), block_tokens=1)
+    fill(m, [Entry("a", tokens=1, size=10, extra={"file": "a.kv"})])
+    view = m.policy.view.entry("a")
+    assert (view.key, view.tokens, view.size, view.pinned) == ("a", 1, 10, False)
+    with pytest.raises(AttributeError, match="no 'extra'"):
+        view.extra
+    with pytest.raises(AttributeError):
+        view.size = 5

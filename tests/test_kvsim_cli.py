@@ -73,3 +73,32 @@ def test_errors_are_one_line_and_exit_2(tmp_path, capsys):
     assert "kvsim: error: line 1, field 'prompt'" in capsys.readouterr().err
     assert main(["sweep", str(bad), "--policies", "nope"]) == 2
     assert "unknown policy 'nope'" in capsys.readouterr().err
+
+
+def test_simulate_reads_and_hashes_the_trace_once(tmp_path, monkeypatch, capsys):
+    """A percentage capacity needs the working set before the replay: the keys
+    hashed for it are the ones the replay uses."""
+    import simulator.cli
+    import simulator.replay
+    from simulator.generators.openclaw import OpenClawConfig, generate
+    from simulator.trace import write_trace
+
+    trace = str(tmp_path / "t.jsonl")
+    requests = generate(OpenClawConfig(sessions=3, turns=(2, 3), seed=5))
+    write_trace(trace, requests)
+    hashed, reads = [], []
+    real_keys, real_load = simulator.replay.PrefixKeys, simulator.cli.load_trace
+
+    class CountingKeys(real_keys):
+        def __init__(self, *args, **kwargs):
+            hashed.append(1)
+            super().__init__(*args, **kwargs)
+
+    def counting_load(path):
+        reads.append(path)
+        return real_load(path)
+
+    monkeypatch.setattr(simulator.replay, "PrefixKeys", CountingKeys)
+    monkeypatch.setattr(simulator.cli, "load_trace", counting_load)
+    assert simulator.cli.main(["simulate", trace, "--capacity", "10%", "--policy", "lru", "--json"]) == 0
+    assert len(reads) == 1 and len(hashed) == len(requests)

@@ -16,6 +16,7 @@ import sys
 import time
 
 from kvstore import CheckpointStore, Match
+from kvstore.errors import StoreUnavailableError
 
 from .helpers import payload_for
 
@@ -92,3 +93,29 @@ def test_concurrent_writers_and_readers_share_one_store(tmp_path, thorough, tall
             payload = store.load(Match(tokens=entry.tokens, key=key))
             assert payload == payload_for(key, len(payload))
     tally("concurrent operations (4 processes)", ops * len(roles))
+
+
+def test_a_forked_child_opens_the_index_afresh_and_both_keep_working(tmp_path):
+    """LMDB environments must not be used across fork(): the child opens its own."""
+    path = str(tmp_path / "s")
+    tokens = list(range(32))
+    with CheckpointStore(path, capacity_bytes=4 << 20, block_tokens=16, namespace="fork") as store:
+        store.put(tokens[:16], b"parent")
+        pid = os.fork()
+        if pid == 0:  # the child: a store of its own on the same directory
+            code = 1
+            try:
+                try:  # the inherited store refuses to work: its LMDB environment is the parent's
+                    store.lookup(tokens)
+                    code = 3
+                except StoreUnavailableError:
+                    pass
+                with CheckpointStore(path) as child:
+                    child.put(tokens, b"child")
+                    if code == 1:
+                        code = 0 if child.load_longest(tokens[:20]) == (16, b"parent") else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert store.load_longest(tokens) == (32, b"child")  # the parent's environment still works

@@ -234,7 +234,7 @@ def test_open_reconciles_temp_files_orphans_and_garbage(store_dir):
         store.put(tokens[:16], b"indexed")
         store.put(tokens, b"orphan")
         orphan = store._manager.get(store.lookup(tokens).key).extra["file"]
-        with store._write() as txn:  # a crash between rename and index commit looks like this
+        with store._disk._write() as txn:  # a crash between rename and index commit looks like this
             store._index.delete_entry(txn, store.lookup(tokens).key)
     open(os.path.join(store_dir, "tmp", "dead.tmp"), "wb").write(b"partial")
     garbage = os.path.join(store_dir, "data", "ab", "ab" * 20 + ".00000000.kv")

@@ -162,14 +162,14 @@ def test_close_waits_for_pending_writes(tmp_path):
 def test_a_full_queue_drops_the_oldest_pending_write_without_blocking(tmp_path):
     with open_store(tmp_path, max_pending_writes=2) as store:
         started, release = threading.Event(), threading.Event()
-        write = store._store_file
+        write = store._disk._store_file
 
         def slow_write(*args, **kwargs):
             started.set()
             release.wait(30)
             return write(*args, **kwargs)
 
-        store._store_file = slow_write
+        store._disk._store_file = slow_write
         assert store.put(prompt(0), kv(0, 3000), durable=False)
         assert started.wait(30)
         for i in range(1, 4):  # 0 is being written, 1 and 2 queue, 3 pushes 1 out
@@ -240,7 +240,7 @@ def test_a_block_after_a_gap_is_never_readable_as_a_prefix(tmp_path):
         for end in (4, 8, 12):
             store.put(tokens[:end], bytes([end]) * 100)
         first = store.lookup(tokens[:4]).key
-        store._remove(first)        # the first block leaves the disk...
+        store._disk.remove(first)   # the first block leaves the disk...
         store._ram.discard(first)   # ...and RAM; blocks 2 and 3 are still stored
         assert store.lookup(tokens) is None
         assert store.load_longest(tokens) == (0, None)
@@ -254,7 +254,7 @@ def test_chained_blocks_demote_leaf_first_and_load_across_tiers(tmp_path):
             store.put(tokens[:end], kv(end, 40_000))
         for i in range(6):  # other prompts push this chain's deep blocks to cold
             store.put(prompt(1000 + i), kv(i, 40_000))
-        tiers = {end: store._tier_of(store._prefix_keys(tokens).key(end))
+        tiers = {end: store._stack.tier_of(store._prefix_keys(tokens).key(end)).name
                  for end in range(BLOCK, len(tokens) + 1, BLOCK)}
         assert "cold" in tiers.values()
         order = list(tiers.values())
@@ -275,4 +275,4 @@ def test_a_read_only_array_is_queued_without_a_copy_and_a_writable_one_is_copied
         served = store.load(store.lookup(prompt(2)))
         assert served is not writable and np.array_equal(served, writable)
         store.flush()
-        assert np.array_equal(store._read_file(store.lookup(prompt(1)).key)[1], owned)
+        assert np.array_equal(store._disk.read(store.lookup(prompt(1)).key)[1], owned)

@@ -10,7 +10,10 @@ the rest of kvstore does not.
   :class:`~kvstore.CheckpointStore` of any configuration side by side with a
   reference model through put / lookup / load / load_longest / pin / reopen /
   crash.
-- :mod:`kvstore.testing.strategies`: realistic prompts, payloads and traces.
+- :func:`check_tier` checks a tier (``kvstore.tiers.Tier``) keeps the protocol
+  a store's stack relies on: ``check_tier(lambda: MyTier(...))``.
+- :mod:`kvstore.testing.strategies`: realistic prompts and payloads (the
+  simulator's trace strategy is :mod:`simulator.strategies`).
 
 Example::
 
@@ -20,7 +23,9 @@ Example::
 
 from .contract import PolicyContractError, check_policy
 from .machine import StoreStateMachine, check_store
-from .strategies import payloads, prompt_families, traces
+from .strategies import payloads, prompt_families
+from .tiers import TierContractError, check_tier
 
-__all__ = ["check_policy", "PolicyContractError", "StoreStateMachine", "check_store",
-           "payloads", "prompt_families", "traces"]
+__all__ = ["check_policy", "PolicyContractError", "StoreStateMachine", "check_store", "check_tier",
+           "TierContractError",
+           "payloads", "prompt_families"]

@@ -9,9 +9,10 @@ load_longest, pin, unpin, reopen, and a simulated crash (unflushed statistics
 lost, a half-written temp file left behind) followed by a reopen.
 
 Tiers and layouts: with ``ram_bytes`` the RAM tier is checked too; with
-``cold_capacity_bytes`` a cold tier is made beside the store, every tier's
-capacity is checked, and a checkpoint may only disappear from disk and cold
-together when the cold tier evicts or declines it. With ``layout="chained"``
+``cold_capacity_bytes`` a cold tier is made beside the store; ``tiers`` (a
+zero-argument callable returning the tiers to add, called at every open) adds
+tiers below; every tier's capacity is checked, and a checkpoint may only
+disappear from the holding tiers when the last one evicts or declines it. With ``layout="chained"``
 puts write a prompt's blocks in order, ``load_longest`` must return every
 block's bytes in order, and no prefix with a missing block may ever match.
 
@@ -82,19 +83,24 @@ class StoreStateMachine(RuleBasedStateMachine):
         kwargs = dict(self.config)
         if not isinstance(kwargs["policy"], str):  # a policy instance holds state: make a fresh one
             kwargs["policy"] = type(kwargs["policy"])()
+        if "tiers" in kwargs:  # a factory: the store closes the tiers it was given
+            kwargs["tiers"] = kwargs["tiers"]()
         return kwargs
 
     def _reopen_kwargs(self) -> dict[str, Any]:
-        wanted = ("policy", "ram_bytes", "ram_policy", "cold_path", "cold_policy", "compression_level")
+        wanted = ("policy", "ram_bytes", "ram_policy", "cold_path", "cold_policy", "compression_level", "tiers")
         return {k: v for k, v in self._open_kwargs().items() if k in wanted}
 
+    def _lower(self) -> list[Any]:
+        """The holding tiers below the disk tier (cold, added tiers)."""
+        return self.store._stack.holding[1:]
+
     def _cold_departures(self) -> int:
-        """Checkpoints the last tier let go: cold evictions and declined demotions."""
-        cold = self.store._cold
-        if cold is None:
+        """Checkpoints the last tier let go: its evictions and declined demotions."""
+        if not self._lower():
             return 0
-        stats = cold.stats()
-        return stats["evictions"] + stats["declined"]
+        stats = self._lower()[-1].stats()
+        return stats["evictions"] + stats.get("declined", 0)
 
     def teardown(self) -> None:
         self.store.close()
@@ -104,17 +110,15 @@ class StoreStateMachine(RuleBasedStateMachine):
         return PrefixKeys(Namespace(self.config["namespace"]), tokens, self.block).key(n)
 
     def _alive(self) -> set[str]:
-        alive = set(self.store._manager) | set(self.store._pending.keys())
+        alive = self._persistent() | set(self.store._pending.keys())
         if self.store._ram is not None:
             alive |= set(self.store._ram.keys())
-        if self.store._cold is not None:
-            alive |= set(self.store._cold._manager)
         return alive
 
     def _persistent(self) -> set[str]:
         alive = set(self.store._manager)
-        if self.store._cold is not None:
-            alive |= set(self.store._cold._manager)
+        for tier in self._lower():
+            alive |= {key for key in self.written if key in tier}
         return alive
 
     def _matchable(self, tokens: list[int], n: int, alive: set[str]) -> bool:
@@ -201,8 +205,8 @@ class StoreStateMachine(RuleBasedStateMachine):
 
     @rule()
     def crash_and_reopen(self):
-        self.store._pending_hits.clear()  # statistics not yet flushed are lost in a crash
-        self.store._pending_counters.clear()
+        self.store._disk._pending_hits.clear()  # statistics not yet flushed are lost in a crash
+        self.store._disk._pending_counters.clear()
         self.store.close()
         with open(os.path.join(self.path, "tmp", "interrupted.tmp"), "wb") as fh:
             fh.write(b"half a checkpoint")
@@ -218,9 +222,10 @@ class StoreStateMachine(RuleBasedStateMachine):
         assert self.pinned <= self._alive(), "a pinned checkpoint was evicted"
         if "ram" in stats["tiers"]:
             assert stats["tiers"]["ram"]["bytes"] <= self.config["ram_bytes"]
-        if self.store._cold is not None:
-            self.store._cold._check()
-            assert stats["tiers"]["cold"]["bytes"] <= stats["tiers"]["cold"]["capacity_bytes"]
+        if self._lower():
+            for tier in self._lower():
+                tier_stats = stats["tiers"][tier.name]
+                assert tier_stats["bytes"] <= tier_stats["capacity_bytes"], tier.name
             persistent = self._persistent()
             lost = len((self.persistent - persistent) & set(self.written))
             departures = self._cold_departures()

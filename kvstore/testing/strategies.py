@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import strategies as st
 
-__all__ = ["prompt_families", "payloads", "traces"]
+__all__ = ["prompt_families", "payloads"]
 
 
 @st.composite
@@ -45,19 +45,3 @@ def payloads(max_bytes: int = 20_000) -> st.SearchStrategy:
                        st.integers(0, max_bytes // 8), st.integers(1, 4)).map(
         lambda t: np.arange(t[1] - t[1] % t[2], dtype=t[0]).reshape(t[2], -1))
     return st.one_of(st.binary(max_size=max_bytes), st.binary(max_size=max_bytes).map(bytearray), arrays)
-
-
-@st.composite
-def traces(draw, max_requests: int = 20):
-    """Traces in the simulator's format (a list of ``simulator.trace.Request``)."""
-    from simulator.trace import Request
-
-    contents = [f"c{i}" for i in range(6)]
-    t = 0.0
-    requests = []
-    for _ in range(draw(st.integers(1, max_requests))):
-        spans = draw(st.lists(st.tuples(st.sampled_from(contents), st.integers(1, 5000)), min_size=1, max_size=4))
-        t += draw(st.floats(0, 600, allow_nan=False))
-        requests.append(Request(draw(st.sampled_from(["a", "b", "c"])), t, tuple(spans),
-                                draw(st.integers(0, 500))))
-    return requests

@@ -2,17 +2,18 @@
 
 One class serves two roles in :class:`~kvstore.CheckpointStore`: the RAM tier
 (``ram_bytes=``: checkpoints just written or just loaded, evicted by their own
-policy instance) and the set of writes waiting for the background writer.
-Payloads are kept as read-only copies, so what the caller does to its buffer
-afterwards cannot change what the tier serves.
+policy instance) and the set of writes waiting for the background writer
+(:class:`~kvstore.tiers.writeback.WriteBehind`). Payloads are kept as
+read-only copies, so what the caller does to its buffer afterwards cannot
+change what the tier serves.
 
 >>> from policies import get
 >>> from kvstore.fileformat import Header
 >>> tier = MemoryTier(1 << 20, get("lru"), block_tokens=4)
 >>> head = Header(namespace_hash=b"n" * 8, key="ab" * 20, tokens=4, payload_len=5, checksum=0)
->>> tier.add(head, b"hello", now=0.0)
-[]
->>> tier.payload("ab" * 20)
+>>> tier.write(head, b"hello", now=0.0)
+True
+>>> tier.read("ab" * 20)[1]
 b'hello'
 """
 
@@ -24,9 +25,9 @@ import numpy as np
 
 from policies.base import Policy
 
-from .eviction import Entry, EvictionManager
-from .fileformat import Header
-from .keys import PrefixKeys
+from ..eviction import Entry, EvictionManager
+from ..fileformat import Header
+from ..keys import PrefixKeys
 
 __all__ = ["MemoryTier", "frozen_copy"]
 
@@ -59,16 +60,24 @@ def frozen_copy(payload: Any) -> Any:
 
 
 class MemoryTier:
-    """A byte-budgeted map of checkpoints (header and payload) with an eviction policy.
+    """A byte-budgeted map of checkpoints (header and payload) with an eviction policy:
+    a :class:`~kvstore.tiers.Tier` that lives in this process.
 
     :param capacity_bytes: most payload bytes held.
     :param policy: this tier's own policy instance.
     :param block_tokens: the store's block size (for prefix matching).
+    :param name: its name in the stack (``"ram"``).
+    :param caches: ``True`` (default) for a tier of copies; ``False`` makes it a
+        holding tier that owns what it holds (what it evicts goes to ``below``).
     """
 
-    def __init__(self, capacity_bytes: int, policy: Policy, *, block_tokens: int) -> None:
+    def __init__(self, capacity_bytes: int, policy: Policy, *, block_tokens: int, name: str = "ram",
+                 caches: bool = True) -> None:
         self.manager = EvictionManager(capacity_bytes, policy, layout="snapshot",
                                        block_tokens=block_tokens, pin_quota_bytes=0)
+        self.name = name
+        self.caches = caches
+        self.below = None
         self._items: dict[str, tuple[Header, Any]] = {}
         self.counters = {"hits": 0, "misses": 0, "promotions": 0, "evictions": 0}
 
@@ -105,10 +114,44 @@ class MemoryTier:
     def tails_at(self, anchor: str) -> dict[str, int]:
         return self.manager.tails_at(anchor)
 
-    def add(self, header: Header, payload: Any, *, now: float) -> list[Header]:
-        """Hold ``payload`` (already frozen) under ``header.key``; return the evicted headers.
+    def read(self, key: str) -> tuple[Header, Any] | None:
+        """``(header, payload)`` of ``key`` or ``None``. O(1)."""
+        return self._items.get(key)
+
+    def write(self, header: Header, payload: Any, *, now: float) -> bool:
+        """Hold a read-only copy of ``payload``; ``False`` if declined or already held.
+        What it evicts goes to ``below`` when this is a holding tier."""
+        if header.key in self._items:
+            return False
+        evicted = self.add(header, frozen_copy(payload), now=now)
+        if self.below is not None and not self.caches:
+            for old_header, old_payload in evicted:
+                self.below.write(old_header, old_payload, now=now)
+        return header.key in self._items
+
+    def remove(self, key: str) -> None:
+        self.discard(key)
+
+    def count_lookup(self, hit: bool) -> None:
+        self.counters["hits" if hit else "misses"] += 1
+
+    def refresh(self) -> None:
+        """Nothing to refresh: only this process sees this tier."""
+
+    def flush(self) -> None:
+        """Nothing to flush: memory is as durable as it gets."""
+
+    def close(self) -> None:
+        """Drop everything held."""
+        for key in list(self._items):
+            self.discard(key)
+
+    def add(self, header: Header, payload: Any, *, now: float) -> list[tuple[Header, Any]]:
+        """Hold ``payload`` (already frozen) under ``header.key``; return the evicted
+        ``(header, payload)`` pairs.
 
         A payload larger than the whole tier is not held (nothing is evicted for it).
+        Runtime complexity: O(victims * policy.victim).
         """
         if header.key in self._items:
             return []
@@ -118,7 +161,7 @@ class MemoryTier:
         victims = self.manager.make_room(_entry(header, size), now)
         if victims is None:  # the RAM tier's policy declined it
             return []
-        evicted = [self._items.pop(v.key)[0] for v in victims]
+        evicted = [self._items.pop(v.key) for v in victims]
         self.counters["evictions"] += len(evicted)
         self.manager.insert(_entry(header, size), now)
         self._items[header.key] = (header, payload)
@@ -128,7 +171,7 @@ class MemoryTier:
         if self._items.pop(key, None) is not None:
             self.manager.remove(key)
 
-    def record_hit(self, key: str, now: float) -> None:
+    def record_hit(self, key: str, now: float, session: str | None = None) -> None:
         if key in self._items:
             self.manager.record_hit(key, now)
 

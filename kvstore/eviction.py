@@ -19,39 +19,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Iterator
-from dataclasses import dataclass, field
 
 from policies.base import Policy
 
 from .errors import CapacityError, PinQuotaError, PolicyError
 from .keys import PrefixKeys
+from .records import Entry
 
 __all__ = ["Entry", "EvictionManager", "LAYOUTS"]
 
 log = logging.getLogger(__name__)
 
 LAYOUTS = ("snapshot", "chained")
-
-
-@dataclass(slots=True)
-class Entry:
-    """One stored checkpoint as the manager (and, read-only, a policy) sees it.
-
-    ``anchor`` is set on tails only: the aligned key they hang from (the root
-    key, for a tail shorter than one block).
-    """
-
-    key: str
-    tokens: int
-    size: int
-    parent: str | None = None
-    ancestors: tuple[str, ...] = ()
-    is_tail: bool = False
-    anchor: str | None = None
-    priority: int = 0
-    pinned: bool = False
-    inserted_at: float = 0.0
-    extra: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 class _ReadOnlyEntry:

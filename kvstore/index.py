@@ -10,7 +10,7 @@ the index so that it can re-synchronise its in-memory mirror.
 >>> import tempfile
 >>> idx = Index(tempfile.mkdtemp(), map_size=1 << 20)
 >>> with idx.write() as txn:
-...     idx.put_entry(txn, EntryRecord(key="ab" * 20, file="f", tokens=4, size=10))
+...     idx.put_entry(txn, Entry(key="ab" * 20, file="f", tokens=4, size=10))
 >>> with idx.read() as txn:
 ...     [r.tokens for r in idx.entries(txn)]
 [4]
@@ -25,13 +25,13 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 
 import lmdb
 
 from .errors import IndexFullError, StoreUnavailableError
+from .records import Entry
 
-__all__ = ["Index", "EntryRecord"]
+__all__ = ["Index"]
 
 _COW_ALLOWANCE_PAGES = 128
 _DBS = ("meta", "entries", "children", "pins", "reservations")
@@ -43,35 +43,6 @@ _DBS = ("meta", "entries", "children", "pins", "reservations")
 # opens the environment afresh.
 _ENVS: dict[tuple[int, str], tuple[lmdb.Environment, int]] = {}
 _ENVS_LOCK = threading.Lock()
-
-
-@dataclass(slots=True)
-class EntryRecord:
-    """What the index holds about one checkpoint (mirrors its file header)."""
-
-    key: str
-    file: str
-    tokens: int
-    size: int
-    parent: str | None = None
-    anchor: str | None = None
-    ancestors: str = ""  #: concatenated 40-char hex keys, shortest first
-    is_tail: bool = False
-    priority: int = 0
-    inserted_at: float = 0.0
-    hits: int = 0
-    last_use: float = 0.0
-
-    def encode(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
-
-    @classmethod
-    def decode(cls, raw: bytes) -> "EntryRecord":
-        return cls(**json.loads(raw))
-
-    def ancestor_keys(self) -> tuple[str, ...]:
-        a = self.ancestors
-        return tuple(a[i : i + 40] for i in range(0, len(a), 40))
 
 
 class Index:
@@ -189,16 +160,16 @@ class Index:
         self._put_meta(txn, "counters", counters)
 
     # -------------------------------------------------------------- entries
-    def get_entry(self, txn: lmdb.Transaction, key: str) -> EntryRecord | None:
+    def get_entry(self, txn: lmdb.Transaction, key: str) -> Entry | None:
         raw = txn.get(key.encode(), db=self._dbs["entries"])
-        return None if raw is None else EntryRecord.decode(raw)
+        return None if raw is None else Entry.decode(raw)
 
-    def put_entry(self, txn: lmdb.Transaction, record: EntryRecord) -> None:
+    def put_entry(self, txn: lmdb.Transaction, record: Entry) -> None:
         txn.put(record.key.encode(), record.encode(), db=self._dbs["entries"])
         if record.parent is not None:
             txn.put(record.parent.encode(), record.key.encode(), db=self._dbs["children"], dupdata=True)
 
-    def delete_entry(self, txn: lmdb.Transaction, key: str) -> EntryRecord | None:
+    def delete_entry(self, txn: lmdb.Transaction, key: str) -> Entry | None:
         record = self.get_entry(txn, key)
         if record is None:
             return None
@@ -208,10 +179,10 @@ class Index:
         txn.delete(key.encode(), db=self._dbs["pins"])
         return record
 
-    def entries(self, txn: lmdb.Transaction) -> Iterator[EntryRecord]:
+    def entries(self, txn: lmdb.Transaction) -> Iterator[Entry]:
         with txn.cursor(db=self._dbs["entries"]) as cursor:
             for _, raw in cursor:
-                yield EntryRecord.decode(raw)
+                yield Entry.decode(raw)
 
     def children(self, txn: lmdb.Transaction, key: str) -> list[str]:
         with txn.cursor(db=self._dbs["children"]) as cursor:

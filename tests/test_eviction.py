@@ -211,10 +211,10 @@ def test_a_chain_dependent_score_never_goes_stale():
 
 def test_a_policy_sees_only_the_documented_fields_of_a_checkpoint():
     m = EvictionManager(100, LRUPolicy(), block_tokens=1)
-    fill(m, [Entry("a", tokens=1, size=10, extra={"file": "a.kv"})])
+    fill(m, [Entry("a", tokens=1, size=10, file="a.kv")])
     view = m.policy.view.entry("a")
     assert (view.key, view.tokens, view.size, view.pinned) == ("a", 1, 10, False)
-    with pytest.raises(AttributeError, match="no 'extra'"):
-        view.extra
+    with pytest.raises(AttributeError, match="no 'file'"):
+        view.file
     with pytest.raises(AttributeError):
         view.size = 5

@@ -39,7 +39,7 @@ def open_store(path, capacity=4 * MiB, **kw):
 def payload_file(store, tokens):
     """Path of the payload file that holds the checkpoint of ``tokens``."""
     match = store.lookup(tokens)
-    name = store._manager.get(match.key).extra["file"]
+    name = store._manager.get(match.key).file
     return store._files.path_of(name)
 
 

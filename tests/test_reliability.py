@@ -20,7 +20,7 @@ def key_of(store, tokens):
 
 
 def file_of(store, tokens):
-    return store._files.path_of(store._manager.get(key_of(store, tokens)).extra["file"])
+    return store._files.path_of(store._manager.get(key_of(store, tokens)).file)
 
 
 def test_a_full_filesystem_fails_the_put_cleanly_and_the_store_keeps_serving(tmp_path, tally):

@@ -207,7 +207,7 @@ def test_corrupted_payload_loads_as_none_and_falls_back_to_a_shorter_prefix(stor
         store.put(tokens[:16], b"short" * 100)
         store.put(tokens, b"long" * 100)
         match = store.lookup(tokens)
-        path = store._files.path_of(store._manager.get(match.key).extra["file"])
+        path = store._files.path_of(store._manager.get(match.key).file)
         with open(path, "r+b") as fh:
             fh.seek(-10, os.SEEK_END)
             fh.write(b"XXXX")
@@ -223,7 +223,7 @@ def test_a_vanished_file_is_a_miss(store_dir):
     with open_store(store_dir) as store:
         store.put(tokens, b"x")
         match = store.lookup(tokens)
-        os.unlink(store._files.path_of(store._manager.get(match.key).extra["file"]))
+        os.unlink(store._files.path_of(store._manager.get(match.key).file))
         assert store.load(match) is None
         assert store.lookup(tokens) is None
 
@@ -233,7 +233,7 @@ def test_open_reconciles_temp_files_orphans_and_garbage(store_dir):
     with open_store(store_dir) as store:
         store.put(tokens[:16], b"indexed")
         store.put(tokens, b"orphan")
-        orphan = store._manager.get(store.lookup(tokens).key).extra["file"]
+        orphan = store._manager.get(store.lookup(tokens).key).file
         with store._disk._write() as txn:  # a crash between rename and index commit looks like this
             store._index.delete_entry(txn, store.lookup(tokens).key)
     open(os.path.join(store_dir, "tmp", "dead.tmp"), "wb").write(b"partial")
@@ -243,7 +243,7 @@ def test_open_reconciles_temp_files_orphans_and_garbage(store_dir):
     with open_store(store_dir) as store:
         assert os.listdir(os.path.join(store_dir, "tmp")) == []
         assert store.load_longest(tokens) == (32, b"orphan")  # adopted
-        assert store._manager.get(store.lookup(tokens).key).extra["file"] == orphan
+        assert store._manager.get(store.lookup(tokens).key).file == orphan
         assert os.listdir(os.path.join(store_dir, "quarantine")) == [os.path.basename(garbage)]
         store._check()
 

@@ -53,10 +53,10 @@ from ..errors import (CapacityError, ConfigMismatchError, CorruptFileError, Inde
                       StoreUnavailableError)
 from ..eviction import Entry, EvictionManager
 from ..fileformat import Header, payload_descriptor
-from ..index import EntryRecord, Index
+from ..index import Index
 from ..keys import Namespace, PrefixKeys
 from ..liveness import boot_id, owner, writer_alive
-from ..records import entry_from_header, entry_from_record, record_from_header
+from ..records import entry_from_header
 from .base import Tier
 
 __all__ = ["DiskTier"]
@@ -422,7 +422,7 @@ class DiskTier:
             files.delete(name)
             return
         log.info("adopting %s (written before a crash, not yet indexed)", name)
-        self._index.put_entry(txn, record_from_header(header, name))
+        self._index.put_entry(txn, entry_from_header(header, name))
 
     def _enforce_capacity(self) -> None:
         """Evict down to the capacity (after a reopen with a smaller one)."""
@@ -444,11 +444,11 @@ class DiskTier:
         records = {r.key: r for r in self._index.entries(txn)}
         for key in list(manager):
             record = records.get(key)
-            if record is None or manager.get(key).extra.get("file") != record.file:
+            if record is None or manager.get(key).file != record.file:
                 manager.remove(key)
         fresh = sorted((r for k, r in records.items() if k not in manager), key=lambda r: r.inserted_at)
         for record in fresh:
-            manager.insert(entry_from_record(record), record.inserted_at, reserved=0)
+            manager.insert(record, record.inserted_at, reserved=0)
         for record in sorted((r for r in fresh if r.hits), key=lambda r: r.last_use):
             manager.restore_hit(record.key, record.last_use)
         pins = self._index.pins(txn)
@@ -511,7 +511,7 @@ class DiskTier:
                 entry = self._manager.get(key)
                 if entry is None:
                     return None
-            name = entry.extra["file"]
+            name = entry.file
         try:
             header, payload = self._files.read(name, key=key, namespace_hash=self.namespace.digest8)
             misfit = header.fits(block_tokens=self.block_tokens, chained=self.layout == "chained")
@@ -603,7 +603,7 @@ class DiskTier:
             self._cancel_reservation(rid, size)
             raise
         assert written <= size, (written, size)
-        record = record_from_header(header, name)
+        record = entry_from_header(header, name)
         record.size = written  # compressed files are smaller than the bound reserved
 
         def commit() -> bool:
@@ -618,7 +618,7 @@ class DiskTier:
                 if compressed:
                     self._count("raw_bytes_in", header.payload_len)
                     self._count("stored_bytes_in", written)
-                self._manager.insert(entry_from_record(record), now, reserved=size)
+                self._manager.insert(record, now, reserved=size)
                 return True
 
         try:
@@ -671,7 +671,7 @@ class DiskTier:
             self._count("reclaimed_reservations")
         return freed
 
-    def _evict_into(self, txn: lmdb.Transaction, nbytes: int) -> list[EntryRecord]:
+    def _evict_into(self, txn: lmdb.Transaction, nbytes: int) -> list[Entry]:
         """Reserve ``nbytes`` in the manager (no admission: used to shrink the
         store to its capacity), deleting victims from the index in ``txn``."""
         self._free_reserved_room(txn, nbytes)
@@ -690,7 +690,7 @@ class DiskTier:
             self._index.delete_reservation(txn, _QUARANTINE_RID)
             manager.release(min(held["size"], manager.reserved_bytes))
 
-    def _retire_victims(self, txn: lmdb.Transaction, evicted: list[Entry]) -> list[EntryRecord]:
+    def _retire_victims(self, txn: lmdb.Transaction, evicted: list[Entry]) -> list[Entry]:
         """Delete the manager's victims from the index in ``txn`` and their files
         (demoting them to the cold tier, if any)."""
         # On failure the manager has removed some victims in memory only: the
@@ -731,14 +731,14 @@ class DiskTier:
             self._count("evictions", len(records))
             self._retire_files(records)
 
-    def _retire_files(self, records: list[EntryRecord]) -> None:
+    def _retire_files(self, records: list[Entry]) -> None:
         """Delete evicted checkpoints' files, demoting each to the cold tier first."""
         for record in records:
             if self.below is not None:
                 self._demote(record)
             self._files.delete(record.file)
 
-    def _demote(self, record: EntryRecord) -> None:
+    def _demote(self, record: Entry) -> None:
         """Offer an evicted checkpoint to the tier below (before its file is deleted)."""
         try:
             header, payload = self._files.read(record.file, key=record.key,
@@ -775,7 +775,7 @@ class DiskTier:
         report: dict[str, list[str]] = {"ok": [], "bad": [], "missing": []}
         with self._lock:
             self._sync()
-            entries = [(k, self._manager.get(k).extra["file"]) for k in self._manager]
+            entries = [(k, self._manager.get(k).file) for k in self._manager]
         for key, name in entries:
             try:
                 header = self._files.verify(name)

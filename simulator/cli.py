@@ -25,7 +25,7 @@ from policies.registry import BUILTIN, available
 from .costmodel import PROFILES, get_profile, load_profiles
 from .replay import ReplayConfig, working_set_bytes
 from .sweep import RunSpec, parse_policies, parse_size, resolve_capacity, run, sweep, trace_working_set
-from .trace import TraceError, load_trace, write_trace
+from .trace import TraceError, load_trace, read_trace, write_trace
 
 __all__ = ["main"]
 
@@ -44,7 +44,35 @@ def _progress_runner(total: int, description: str):
     return progress, progress.add_task(description, total=total)
 
 
-def _add_replay_options(p: argparse.ArgumentParser) -> None:
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _capacity(flag: str, text: str, working_set: int | None) -> int:
+    try:
+        return resolve_capacity(text, working_set)
+    except ValueError as exc:
+        raise ValueError(f"{flag} {text!r}: {exc}") from None
+
+
+def _check_plot_path(path: str) -> None:
+    """Fail before any work when the plot could not be written."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ValueError(f"--plot {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"--plot {path}: folder {folder} is not writable")
+    if os.path.splitext(path)[1].lower() not in (".png", ".svg", ".pdf"):
+        raise ValueError(f"--plot {path}: use a .png, .svg or .pdf file name")
+
+
+def _add_replay_options(p: argparse.ArgumentParser, *, json_output: bool = True) -> None:
     p.add_argument("trace", help="a trace file (JSON Lines, format v1; see README)")
     p.add_argument("--profile", default="ds4", help=f"cost profile: {', '.join(PROFILES)} or one from --profiles-file")
     p.add_argument("--profiles-file", help="TOML file with [profiles.NAME] tables")
@@ -58,7 +86,8 @@ def _add_replay_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--session-hints", action="store_true",
                    help="tell the store each request's session and when a session ends "
                         "(put(session=), end_session): an ended session's own checkpoints go first")
-    p.add_argument("--json", action="store_true", help="print a JSON list of results instead of a table")
+    if json_output:
+        p.add_argument("--json", action="store_true", help="print a JSON list of results instead of a table")
 
 
 def _replay_config(args) -> ReplayConfig:
@@ -75,7 +104,8 @@ def _working_set(args) -> int:
 
 
 def _spec(args, policy: str, capacity: str, working_set: int | None) -> RunSpec:
-    return RunSpec(trace=args.trace, policy=policy, capacity_bytes=resolve_capacity(capacity, working_set),
+    flag = "--capacity" if hasattr(args, "capacity") else "--capacities"
+    return RunSpec(trace=args.trace, policy=policy, capacity_bytes=_capacity(flag, capacity, working_set),
                    capacity_label=capacity, profile=args.profile, layout=args.layout,
                    block_tokens=args.block_tokens, write_tail=not args.no_tail, profiles_file=args.profiles_file,
                    session_hints=args.session_hints, index_bytes=args.index_bytes)
@@ -138,6 +168,13 @@ def cmd_sweep(args) -> int:
     capacities = [c.strip() for c in args.capacities.split(",") if c.strip()]
     if not capacities:
         raise ValueError("--capacities needs at least one size or percentage")
+    if args.plot:
+        _check_plot_path(args.plot)
+    for capacity in capacities:  # every flag checked before any work
+        _capacity("--capacities", capacity, 1 if capacity.endswith("%") else None)
+    get_profile(args.profile, load_profiles(args.profiles_file) if args.profiles_file else None)
+    if not any(True for _ in read_trace(args.trace)):
+        raise TraceError(f"{args.trace} holds no requests (an empty file, or a header line only)")
     working_set = _working_set(args) if any(c.endswith("%") for c in capacities) else None
     specs = [_spec(args, p, c, working_set) for c in capacities for p in policies]
     progress, task = _progress_runner(len(specs), "sweeping")
@@ -193,9 +230,21 @@ def cmd_generate(args) -> int:
 def cmd_import(args) -> int:
     from .interop import import_mooncake
 
-    with open(args.file, encoding="utf-8") as fh:
-        count = write_trace(args.output, import_mooncake(fh, block_size=args.block_size),
-                            generator="mooncake-import", source=args.file, block_size=args.block_size)
+    partial = f"{args.output}.partial"  # the output appears only once the whole file converted
+    try:
+        with open(args.file, encoding="utf-8") as fh:
+            try:
+                count = write_trace(partial, import_mooncake(fh, block_size=args.block_size),
+                                    generator="mooncake-import", source=args.file, block_size=args.block_size)
+            except UnicodeDecodeError:
+                raise TraceError(f"{args.file} is not a text file (not UTF-8)") from None
+            except TraceError as exc:
+                raise TraceError(f"{args.file}: {exc}") from None
+        os.replace(partial, args.output)
+    except BaseException:
+        if os.path.exists(partial):
+            os.unlink(partial)
+        raise
     print(f"wrote {count} requests to {args.output}", file=sys.stderr)
     return 0
 
@@ -246,6 +295,7 @@ def cmd_policies(args) -> int:
 def cmd_scenarios(args) -> int:
     from .scenarios import run_scenarios
 
+    get_profile(args.profile)  # an unknown name: one line naming the available ones
     results = run_scenarios(args.profile)
     if args.json:
         print(json.dumps([{k: v for k, v in r.items() if k != "expected"} for r in results], indent=2))
@@ -286,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_replay_options(p)
     p.add_argument("--capacities", default="5%,10%,25%,50%", help="comma-separated sizes or percentages")
     p.add_argument("--policies", default="all", help="'all' (online policies + belady) or a comma list")
-    p.add_argument("--jobs", type=int, default=1, help="replays to run in parallel processes")
+    p.add_argument("--jobs", type=_positive_int, default=1, help="replays to run in parallel processes (>= 1)")
     p.add_argument("--plot", metavar="FILE.png", help="write a plot of re-prefill time vs capacity")
     p.set_defaults(func=cmd_sweep)
 
@@ -341,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a trace for another simulator")
     exp = p.add_subparsers(dest="format", required=True)
     e = exp.add_parser("libcachesim", help="CSV time,key,size: one object request per checkpoint lookup")
-    _add_replay_options(e)
+    _add_replay_options(e, json_output=False)
     e.add_argument("-o", "--output", required=True)
     e.set_defaults(func=cmd_export)
 
@@ -361,8 +411,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _attach_negative_values(argv: Sequence[str]) -> list[str]:
+    """``--capacity -5%`` would read as a missing value: pass it as
+    ``--capacity=-5%`` so that the value itself gets a clear error."""
+    out: list[str | None] = list(argv)
+    for i, arg in enumerate(out[:-1]):
+        nxt = out[i + 1]
+        if arg in ("--capacity", "--capacities", "--jobs") and nxt and nxt[:1] == "-" and nxt[1:2].isdigit():
+            out[i], out[i + 1] = f"{arg}={nxt}", None
+    return [a for a in out if a is not None]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_attach_negative_values(sys.argv[1:] if argv is None else argv))
     try:
         return args.func(args)
     except (TraceError, ValueError, OSError) as exc:

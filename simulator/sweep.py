@@ -41,8 +41,11 @@ def resolve_capacity(text: str, working_set: int | None) -> int:
     if text.endswith("%"):
         if working_set is None:
             raise ValueError("percentages need the trace's working set")
-        share = float(text[:-1])
-        if not 0 < share:
+        try:
+            share = float(text[:-1])
+        except ValueError:
+            raise ValueError(f"not a percentage: {text!r} (use e.g. 5%, 12.5%)") from None
+        if not 0 < share < float("inf"):
             raise ValueError(f"capacity percentage must be > 0, got {text!r}")
         return max(1, int(working_set * share / 100))
     size = parse_size(text)
@@ -56,6 +59,8 @@ def parse_policies(text: str) -> list[str]:
     if text.strip() == "all":
         return online() + offline()
     names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ValueError(f"--policies names no policy; give 'all' or some of: {', '.join(available())}")
     known = available()
     for name in names:
         if name not in known:

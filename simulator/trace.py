@@ -43,10 +43,10 @@ class TraceError(ValueError):
     """A trace line is malformed; the message names the line and the field."""
 
     def __init__(self, message: str, *, line: int | None = None, field: str | None = None) -> None:
-        where = f"line {line}" if line is not None else "trace"
+        where = [f"line {line}"] if line is not None else []
         if field:
-            where += f", field {field!r}"
-        super().__init__(f"{where}: {message}")
+            where.append(f"field {field!r}")
+        super().__init__(f"{', '.join(where)}: {message}" if where else message)
         self.line = line
         self.field = field
 
@@ -77,6 +77,9 @@ def _parse(doc: Any, line: int) -> Request:
     if not isinstance(doc, dict):
         raise TraceError(f"expected a JSON object, got {type(doc).__name__}", line=line)
     unknown = set(doc) - {"session", "t", "prompt", "output", "tags"}
+    if unknown and {"hash_ids", "input_length"} <= set(doc):
+        raise TraceError("this is a Mooncake trace, not a kvsim trace: convert it first with "
+                         "`kvsim import mooncake FILE --block-size 512 -o TRACE.jsonl`", line=line)
     if unknown:
         raise TraceError(f"unknown field(s) {sorted(unknown)}", line=line, field=sorted(unknown)[0])
     session = doc.get("session")
@@ -122,7 +125,13 @@ def read_trace(source: IO[str] | str) -> Iterator[Request]:
     every line; raises :class:`TraceError` naming the line and field."""
     if isinstance(source, str):
         with open(source, encoding="utf-8") as fh:
-            yield from read_trace(fh)
+            try:
+                yield from read_trace(fh)
+            except UnicodeDecodeError as exc:
+                raise TraceError(f"{source} is not a text trace (byte {exc.object[exc.start]:#04x} at "
+                                 f"offset {exc.start} of a line is not UTF-8)") from None
+            except TraceError as exc:
+                raise TraceError(f"{source}: {exc}") from None
         return
     last_t = -1.0
     for number, doc in json_lines(source):
@@ -139,8 +148,12 @@ def read_trace(source: IO[str] | str) -> Iterator[Request]:
 
 
 def load_trace(path: str) -> list[Request]:
-    """All requests of a trace file."""
-    return list(read_trace(path))
+    """All requests of a trace file; a file with none (empty, or a header only)
+    is an error naming it."""
+    requests = list(read_trace(path))
+    if not requests:
+        raise TraceError(f"{path} holds no requests (an empty file, or a header line only)")
+    return requests
 
 
 def write_trace(sink: IO[str] | str, requests: Iterable[Request], **provenance: Any) -> int:

@@ -70,7 +70,7 @@ def test_errors_are_one_line_and_exit_2(tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"session": "s", "t": 0, "prompt": []}\n')
     assert main(["simulate", str(bad), "--capacity", "1GiB"]) == 2
-    assert "kvsim: error: line 1, field 'prompt'" in capsys.readouterr().err
+    assert f"kvsim: error: {bad}: line 1, field 'prompt'" in capsys.readouterr().err  # names the file too
     assert main(["sweep", str(bad), "--policies", "nope"]) == 2
     assert "unknown policy 'nope'" in capsys.readouterr().err
 
@@ -102,3 +102,59 @@ def test_simulate_reads_and_hashes_the_trace_once(tmp_path, monkeypatch, capsys)
     monkeypatch.setattr(simulator.cli, "load_trace", counting_load)
     assert simulator.cli.main(["simulate", trace, "--capacity", "10%", "--policy", "lru", "--json"]) == 0
     assert len(reads) == 1 and len(hashed) == len(requests)
+
+
+@pytest.fixture
+def trace_file(tmp_path):
+    from simulator.generators.ds4 import Ds4Config, generate
+    from simulator.trace import write_trace
+
+    path = str(tmp_path / "ds4.jsonl")
+    write_trace(path, generate(Ds4Config(stale_sessions=3, turns=2)))
+    return path
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["scenarios", "--profile", "nosuch"], "unknown profile 'nosuch'; available: ds4"),
+    (["simulate", "{empty}", "--capacity", "1GiB"], "holds no requests"),
+    (["simulate", "{header_only}", "--capacity", "1GiB"], "holds no requests"),
+    (["sweep", "{header_only}", "--capacities", "1GiB", "--policies", "lru"], "holds no requests"),
+    (["sweep", "{trace}", "--capacities", "5%", "--policies", ""], "--policies names no policy"),
+    (["simulate", "{trace}", "--capacity", "abc%"], "--capacity 'abc%': not a percentage"),
+    (["sweep", "{trace}", "--capacities", "5%,abc", "--policies", "lru"], "--capacities 'abc': not a size"),
+    (["simulate", "{trace}", "--capacity", "-5%"], "--capacity '-5%': capacity percentage must be > 0"),
+    (["sweep", "{trace}", "--capacities", "5%", "--jobs", "0"], "argument --jobs: must be >= 1, got 0"),
+    (["sweep", "{trace}", "--capacities", "5%", "--jobs", "-3"], "argument --jobs: must be >= 1, got -3"),
+    (["sweep", "{trace}", "--capacities", "5%", "--policies", "lru", "--plot", "/nonexistent/x.png"],
+     "--plot /nonexistent/x.png: folder /nonexistent does not exist"),
+    (["export", "libcachesim", "{trace}", "-o", "{tmp}/x.csv", "--json"], "unrecognized arguments: --json"),
+    (["simulate", "{mooncake}", "--capacity", "5%"], "kvsim import mooncake FILE"),
+    (["simulate", "{binary}", "--capacity", "1GiB"], "binary.jsonl is not a text trace"),
+])
+def test_command_line_mistakes_get_one_clear_line_before_any_work(argv, says, trace_file, tmp_path, capsys):
+    files = {"trace": trace_file, "tmp": str(tmp_path), "empty": str(tmp_path / "empty.jsonl"),
+             "header_only": str(tmp_path / "header.jsonl"), "mooncake": str(tmp_path / "m.jsonl"),
+             "binary": str(tmp_path / "binary.jsonl")}
+    open(files["empty"], "w").close()
+    with open(trace_file) as fh, open(files["header_only"], "w") as out:
+        out.write(fh.readline())
+    with open(files["mooncake"], "w") as out:
+        out.write('{"timestamp": 0, "input_length": 600, "output_length": 5, "hash_ids": [0, 1]}\n')
+    with open(files["binary"], "wb") as out:
+        out.write(b'{"session": "\xf0\x28\x8c\x28"}\n')
+    argv = [a.format(**files) for a in argv]
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse's own errors
+        code = exit_.code
+    err = capsys.readouterr().err
+    assert code == 2 and says in err, err
+    assert "Traceback" not in err and len([l for l in err.splitlines() if "error" in l]) == 1
+
+
+def test_a_failed_import_leaves_no_output_file(tmp_path, capsys):
+    source, output = tmp_path / "bad.jsonl", tmp_path / "out.jsonl"
+    source.write_text('{"timestamp": 0, "input_length": 600, "hash_ids": [0, 1]}\n')
+    assert main(["import", "mooncake", str(source), "--block-size", "512", "-o", str(output)]) == 2
+    assert "bad.jsonl: line 1, field 'output_length'" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [source]

@@ -83,3 +83,18 @@ def test_session_hints_never_hurt_and_the_policy_wins_without_them():
     lru_hinted = reprefill(requests, "lru", cap, session_hints=True)
     assert hinted <= plain * 1.01
     assert plain <= lru_hinted  # without hints it still beats LRU that has them
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_ds4_failure_reproduces_at_256gb_for_other_seeds(seed):
+    """The report's own store size: ds4-density loads nothing on every live
+    turn whatever the seed, prefix-chain the 32,768-token prefix."""
+    requests = generate_ds4(Ds4Config(seed=seed))
+    loaded = {}
+    for policy in ("ds4-density", "prefix-chain"):
+        results = []
+        replay(requests, ReplayConfig(capacity_bytes=256 * 10**9, policy=policy, profile=PROFILE),
+               on_request=results.append)
+        loaded[policy] = [r.loaded_tokens for r in results[1:]]
+    assert loaded["ds4-density"] == [0] * len(loaded["ds4-density"])
+    assert loaded["prefix-chain"] == [32_768] * len(loaded["prefix-chain"])

@@ -31,7 +31,6 @@ b'hello'
 from __future__ import annotations
 
 import logging
-import math
 import os
 import secrets
 import threading
@@ -46,7 +45,6 @@ import lmdb
 from policies.base import Policy
 from policies.registry import resolve
 
-from ..accounting import MIN_INDEX_BYTES
 from ..diskfiles import DiskFiles, stored_size_bound
 from ..directory import SETTINGS_FILE, StoreDirectory, check_capacity
 from ..errors import (CapacityError, ConfigMismatchError, CorruptFileError, IndexFullError, KVStoreError,

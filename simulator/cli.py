@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 
@@ -61,15 +62,19 @@ def _capacity(flag: str, text: str, working_set: int | None) -> int:
         raise ValueError(f"{flag} {text!r}: {exc}") from None
 
 
-def _check_plot_path(path: str) -> None:
-    """Fail before any work when the plot could not be written."""
+def _check_output_path(flag: str, path: str, suffixes: tuple[str, ...]) -> None:
+    """Fail before any work when an output file could not be written."""
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
-        raise ValueError(f"--plot {path}: folder {folder} does not exist")
+        raise ValueError(f"{flag} {path}: folder {folder} does not exist")
     if not os.access(folder, os.W_OK):
-        raise ValueError(f"--plot {path}: folder {folder} is not writable")
-    if os.path.splitext(path)[1].lower() not in (".png", ".svg", ".pdf"):
-        raise ValueError(f"--plot {path}: use a .png, .svg or .pdf file name")
+        raise ValueError(f"{flag} {path}: folder {folder} is not writable")
+    if os.path.splitext(path)[1].lower() not in suffixes:
+        raise ValueError(f"{flag} {path}: use a file name ending in {' or '.join(suffixes)}")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ValueError(f"{flag} needs matplotlib: pip install 'kvstore[plot]'") from None
 
 
 def _add_replay_options(p: argparse.ArgumentParser, *, json_output: bool = True) -> None:
@@ -112,7 +117,8 @@ def _spec(args, policy: str, capacity: str, working_set: int | None) -> RunSpec:
 
 
 def _public(result: dict) -> dict:
-    return {k: v for k, v in result.items() if k != "capacity"}
+    """A result as JSON: the capacity as the user wrote it is ``capacity_label``."""
+    return {("capacity_label" if k == "capacity" else k): v for k, v in result.items()}
 
 
 def cmd_simulate(args) -> int:
@@ -169,7 +175,9 @@ def cmd_sweep(args) -> int:
     if not capacities:
         raise ValueError("--capacities needs at least one size or percentage")
     if args.plot:
-        _check_plot_path(args.plot)
+        _check_output_path("--plot", args.plot, (".png", ".svg", ".pdf"))
+    if args.report:
+        _check_output_path("--report", args.report, (".html", ".htm"))
     for capacity in capacities:  # every flag checked before any work
         _capacity("--capacities", capacity, 1 if capacity.endswith("%") else None)
     get_profile(args.profile, load_profiles(args.profiles_file) if args.profiles_file else None)
@@ -183,13 +191,30 @@ def cmd_sweep(args) -> int:
     if args.json:
         print(json.dumps([_public(r) for r in results], indent=2))
     else:
-        from .report import print_table
+        from .report import print_matrix, print_table
         print_table(results, title=f"{args.trace} — profile {args.profile}, working set "
                     f"{working_set / 2**30:.1f} GiB" if working_set else args.trace)
+        print_matrix(results)
+    title = f"{args.trace.rsplit('/', 1)[-1]} ({args.profile})"
     if args.plot:
         from .report import plot_sweep
-        plot_sweep(results, args.plot, title=f"{args.trace.rsplit('/', 1)[-1]} ({args.profile})")
+        plot_sweep(results, args.plot, title=title)
         print(f"plot written to {args.plot}", file=sys.stderr)
+    if args.report:
+        import tempfile
+
+        from .html_report import write_report
+        from .report import plot_sweep
+        with tempfile.TemporaryDirectory() as tmp:
+            png = os.path.join(tmp, "plot.png")
+            plot_sweep(results, png, title=title)
+            with open(png, "rb") as fh:
+                plot_png = fh.read()
+        extra = load_profiles(args.profiles_file) if args.profiles_file else None
+        write_report(args.report, results, trace=args.trace, profile=get_profile(args.profile, extra),
+                     command=" ".join(["kvsim", *map(shlex.quote, args.argv)]),
+                     plot_png=plot_png, working_set=working_set)
+        print(f"report written to {args.report}", file=sys.stderr)
     return 0
 
 
@@ -338,6 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policies", default="all", help="'all' (online policies + belady) or a comma list")
     p.add_argument("--jobs", type=_positive_int, default=1, help="replays to run in parallel processes (>= 1)")
     p.add_argument("--plot", metavar="FILE.png", help="write a plot of re-prefill time vs capacity")
+    p.add_argument("--report", metavar="FILE.html",
+                   help="write one self-contained HTML report (plot embedded, matrix, verdict, every metric, "
+                        "the policies, the trace's provenance, the profile, this command line)")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("generate", help="write a synthetic trace",
@@ -423,7 +451,9 @@ def _attach_negative_values(argv: Sequence[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(_attach_negative_values(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(_attach_negative_values(argv))
+    args.argv = argv  # for reports: the command line as typed
     try:
         return args.func(args)
     except (TraceError, ValueError, OSError) as exc:

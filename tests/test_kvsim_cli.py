@@ -20,7 +20,8 @@ def test_simulate_json_has_exactly_the_documented_keys(small_trace, tmp_path, ca
     assert main(["simulate", small_trace, "--capacity", "10%", "--policy", "lru", "--json",
                  "--requests", str(per_request)]) == 0
     [result] = json.loads(capsys.readouterr().out)
-    assert set(result) == set(METRIC_KEYS) | {"policy", "capacity_bytes", "profile"}
+    assert set(result) == set(METRIC_KEYS) | {"policy", "capacity_bytes", "capacity_label", "profile"}
+    assert result["capacity_label"] == "10%"
     lines = [json.loads(line) for line in per_request.read_text().splitlines()]
     assert len(lines) == result["requests"]
     assert set(lines[0]) == {"session", "t", "prompt_tokens", "loaded_tokens", "prefill_tokens", "ttft", "tier"}
@@ -33,6 +34,10 @@ def test_sweep_prints_a_table_and_writes_a_plot(small_trace, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "prefix-chain" in out and "belady*" in out
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the matrix, capacities as written, then the verdict
+    assert any("5%" in line and "50%" in line and "policy" in line for line in out.splitlines())
+    assert any(line.startswith("5%: ") and " is best (" in line for line in out.splitlines())
+    assert any(line.startswith("50%: ") for line in out.splitlines())
 
 
 def test_sweep_json_lists_every_policy_and_capacity(small_trace, capsys):
@@ -158,3 +163,41 @@ def test_a_failed_import_leaves_no_output_file(tmp_path, capsys):
     assert main(["import", "mooncake", str(source), "--block-size", "512", "-o", str(output)]) == 2
     assert "bad.jsonl: line 1, field 'output_length'" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == [source]
+
+
+def test_sweep_report_is_one_well_formed_html_file_with_the_plot_inside(small_trace, tmp_path, capsys):
+    import base64
+    import re
+    from html.parser import HTMLParser
+
+    report = tmp_path / "report.html"
+    assert main(["sweep", small_trace, "--capacities", "5%,50%", "--policies", "lru,prefix-chain,belady",
+                 "--report", str(report)]) == 0
+    text = report.read_text()
+
+    class Balance(HTMLParser):
+        VOID = {"meta", "img", "br", "hr", "link", "input"}
+
+        def __init__(self):
+            super().__init__()
+            self.open = []
+
+        def handle_starttag(self, tag, attrs):
+            if tag not in self.VOID:
+                self.open.append(tag)
+
+        def handle_endtag(self, tag):
+            assert self.open and self.open[-1] == tag, (tag, self.open[-5:])
+            self.open.pop()
+
+    checker = Balance()
+    checker.feed(text)
+    assert checker.open == [] and text.startswith("<!DOCTYPE html>")
+    png = re.search(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
+    assert png and base64.b64decode(png.group(1))[:8] == b"\x89PNG\r\n\x1a\n"  # the plot, embedded
+    for must in ("Verdict", "prefix-chain", "5%", "50%", "kvsim sweep", "generator", "prefill_tps",
+                 "least recently used"):
+        assert must in text, must
+    assert "src=\"http" not in text and "href=\"http" not in text  # nothing fetched from elsewhere
+    assert main(["sweep", small_trace, "--capacities", "5%", "--report", str(tmp_path / "r.txt")]) == 2
+    assert "--report" in capsys.readouterr().err

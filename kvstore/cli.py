@@ -7,6 +7,10 @@ Examples::
     kvstore stats /var/cache/kv --cold /mnt/slow/kv   # with its cold tier
     kvstore verify /var/cache/kv           # re-read every file, check every checksum
     kvstore verify /var/cache/kv --repair  # quarantine bad files, rebuild a damaged index
+    kvstore ls /var/cache/kv               # every checkpoint: tokens, size, age, hits, pin
+    kvstore pin /var/cache/kv --tokens system-prompt.json   # keep a prefix out of eviction
+    kvstore unpin /var/cache/kv --tokens system-prompt.json
+    kvstore evict /var/cache/kv --to 100GiB                 # shrink now, the policy choosing
 
 Exit status: 0 when everything checked out, 1 when ``verify`` found problems
 (without ``--repair``), 2 on bad usage or an unusable store.
@@ -25,7 +29,7 @@ from collections.abc import Sequence
 
 from .errors import KVStoreError
 from .store import CheckpointStore
-from .units import human_bytes
+from .units import human_bytes, parse_size
 
 __all__ = ["main", "rebuild_index"]
 
@@ -98,6 +102,76 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0 if args.repair or problems == 0 else 1
 
 
+def _read_tokens(path: str) -> list[int]:
+    """Token ids from a file: a JSON list, or integers separated by spaces or newlines."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise ValueError(f"--tokens {path}: {exc.strerror}") from None
+    try:
+        tokens = json.loads(text) if text.lstrip().startswith("[") else [int(t) for t in text.split()]
+    except ValueError:
+        raise ValueError(f"--tokens {path}: expected a JSON list of token ids or whitespace-separated "
+                         f"integers") from None
+    if not tokens or not all(isinstance(t, int) and not isinstance(t, bool) for t in tokens):
+        raise ValueError(f"--tokens {path}: expected a non-empty list of integer token ids")
+    return tokens
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{max(0.0, seconds):.0f}s"
+
+
+def _cmd_ls(args: argparse.Namespace) -> int:
+    with CheckpointStore(args.path, readonly=True) as store:
+        rows = store.checkpoints()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    now = time.time()
+    table = Table("tokens", "size", "age", "idle", "hits", "pinned", "tail", "key")
+    for r in rows:
+        table.add_row(f"{r['tokens']:,}", human_bytes(r["bytes"]), _age(now - r["inserted_at"]),
+                      _age(now - r["last_use"]), str(r["hits"]), "yes" if r["pinned"] else "",
+                      "yes" if r["tail"] else "", r["key"][:12])
+    console = Console()
+    console.print(table)
+    console.print(f"{len(rows)} checkpoints, {human_bytes(sum(r['bytes'] for r in rows))}")
+    return 0
+
+
+def _cmd_pin(args: argparse.Namespace) -> int:
+    tokens = _read_tokens(args.tokens)
+    with CheckpointStore(args.path) as store:
+        if args.command == "unpin":
+            store.unpin(tokens)
+            print(f"unpinned every stored prefix of the {len(tokens):,} tokens")
+        else:
+            match = store.pin(tokens)
+            print(f"pinned the stored prefix of {match.tokens:,} tokens (key {match.key[:12]})")
+    return 0
+
+
+def _cmd_evict(args: argparse.Namespace) -> int:
+    try:
+        target = parse_size(args.to)
+    except ValueError as exc:
+        raise ValueError(f"--to: {exc}") from None
+    with CheckpointStore(args.path) as store:
+        gone = store.evict_to(target)
+        left = store.stats()["tiers"]["disk"]["bytes"]
+    print(f"evicted {gone} checkpoints; {human_bytes(left)} of checkpoints left"
+          + ("" if left <= target else " (the rest is pinned)"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kvstore", description=__doc__.split("\n\n")[0],
@@ -125,6 +199,26 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--repair", action="store_true", help="fix what is wrong instead of only reporting it")
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.set_defaults(func=_cmd_verify)
+    ls = sub.add_parser("ls", help="list the checkpoints of a store",
+                        description="One line per checkpoint on disk, shortest prefix first: tokens, size, "
+                                    "age, time since its last hit, hits, pinned, tail (opens it read-only).")
+    ls.add_argument("path", help="the store directory")
+    ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ls.set_defaults(func=_cmd_ls)
+    for name, what in (("pin", "keep the longest stored prefix of some tokens out of eviction"),
+                       ("unpin", "release the pins on the stored prefixes of some tokens")):
+        cmd = sub.add_parser(name, help=what, description=what[0].upper() + what[1:] + ".")
+        cmd.add_argument("path", help="the store directory")
+        cmd.add_argument("--tokens", required=True, metavar="FILE",
+                         help="the prompt's token ids: a JSON list, or integers separated by whitespace")
+        cmd.set_defaults(func=_cmd_pin)
+    evict = sub.add_parser("evict", help="evict now until the checkpoints fit a size",
+                           description="Evict the checkpoints the store's policy names until those on disk "
+                                       "take at most --to bytes (pinned ones stay). Safe while engines "
+                                       "have the store open.")
+    evict.add_argument("path", help="the store directory")
+    evict.add_argument("--to", required=True, metavar="SIZE", help="e.g. 100GiB, 64MiB, 4096")
+    evict.set_defaults(func=_cmd_evict)
     return parser
 
 

@@ -373,6 +373,26 @@ class CheckpointStore:
         self._check_open()
         self._disk.unpin(self._prefix_keys(tokens))
 
+    def checkpoints(self) -> list[dict[str, Any]]:
+        """What the disk tier holds, shortest prefix first: ``key``, ``tokens``,
+        ``bytes``, ``tail``, ``pinned``, ``hits``, ``inserted_at``, ``last_use``.
+        O(n log n)."""
+        self._check_open()
+        return [{"key": e.key, "tokens": e.tokens, "bytes": e.size, "tail": e.is_tail, "pinned": e.pinned,
+                 "hits": e.hits, "inserted_at": e.inserted_at, "last_use": e.last_use}
+                for e in self._disk.checkpoints()]
+
+    def evict_to(self, target_bytes: int) -> int:
+        """Evict what the policy names until the disk tier's checkpoints take at
+        most ``target_bytes`` (pins hold; victims go to a cold tier if there is
+        one). Returns how many were evicted."""
+        self._check_open()
+        if self.readonly:
+            raise KVStoreError(f"store {self.path} is open read-only")
+        if isinstance(target_bytes, bool) or not isinstance(target_bytes, int) or target_bytes < 0:
+            raise ValueError(f"target_bytes must be an int >= 0, got {target_bytes!r}")
+        return self._disk.evict_to(target_bytes)
+
     # ========================================================= stats, verify
     def stats(self) -> dict[str, Any]:
         """Counts, bytes per tier, hits, misses, evictions.

@@ -17,23 +17,13 @@ from dataclasses import dataclass
 from policies.registry import available, is_offline, offline, online
 
 from .costmodel import Profile, get_profile, load_profiles
+from kvstore.units import parse_size
+
 from .oracle import FutureOracle
 from .replay import ReplayConfig, replay, working_set_bytes
 from .trace import load_trace, read_trace
 
 __all__ = ["parse_size", "resolve_capacity", "RunSpec", "run", "sweep", "parse_policies"]
-
-_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-
-
-def parse_size(text: str) -> int:
-    """Bytes from ``4096``, ``64MiB``, ``1.5GB``, ``256GiB`` (case-insensitive)."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(text))
-    if not match or match.group(2).upper() not in _UNITS:
-        raise ValueError(f"not a size: {text!r} (use e.g. 4096, 64MiB, 1.5GB, 256GiB)")
-    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
-
 
 def resolve_capacity(text: str, working_set: int | None) -> int:
     """A capacity in bytes; ``N%`` is a share of the trace's working set."""

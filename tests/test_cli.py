@@ -66,3 +66,35 @@ def test_help_teaches(capsys):
         main(["verify", "--help"])
     out = capsys.readouterr().out
     assert "--repair" in out and "quarantined" in out
+
+
+def test_ls_lists_every_checkpoint_readable_at_80_columns(filled, capsys):
+    assert main(["ls", filled]) == 0
+    out = capsys.readouterr().out
+    assert all(len(line) <= 80 for line in out.splitlines()), max(map(len, out.splitlines()))
+    assert "4 checkpoints" in out and "32" in out
+    assert main(["ls", filled, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["tokens"] for r in rows] == [8, 16, 24, 32]
+    assert rows[3]["hits"] == 1 and not any(r["pinned"] for r in rows)
+
+
+def test_pin_unpin_and_evict_from_the_shell(filled, tmp_path, capsys):
+    tokens = tmp_path / "prompt.json"
+    tokens.write_text(json.dumps(list(range(20))))  # its longest stored prefix: 16 tokens
+    assert main(["pin", filled, "--tokens", str(tokens)]) == 0
+    assert "16 tokens" in capsys.readouterr().out
+    assert main(["evict", filled, "--to", "0"]) == 0
+    assert "evicted 3 checkpoints" in capsys.readouterr().out  # the pinned one stays
+    assert main(["ls", filled, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["tokens"], r["pinned"]) for r in rows] == [(16, True)]
+    (tmp_path / "plain.txt").write_text(" ".join(map(str, range(20))))
+    assert main(["unpin", filled, "--tokens", str(tmp_path / "plain.txt")]) == 0
+    assert main(["evict", filled, "--to", "0"]) == 0
+    assert "evicted 1 checkpoints" in capsys.readouterr().out
+    (tmp_path / "bad.txt").write_text("one two")
+    assert main(["pin", filled, "--tokens", str(tmp_path / "bad.txt")]) == 2
+    assert "--tokens" in capsys.readouterr().err
+    assert main(["evict", filled, "--to", "lots"]) == 2
+    assert "--to: not a size" in capsys.readouterr().err

@@ -801,6 +801,34 @@ class DiskTier:
             total = sum(r.size for r in records.values())
             assert total + self.index_bytes <= self.capacity_bytes, (total, self.capacity_bytes)
 
+    def checkpoints(self) -> list[Entry]:
+        """Every stored checkpoint, shortest first, with its persisted hits and last
+        use (this process's not yet flushed ones added) and its pin. O(n log n)."""
+        with self._lock:
+            self._sync()
+            with self._index.read() as txn:
+                records = list(self._index.entries(txn))
+                pins = self._index.pins(txn)
+            for record in records:
+                hits, last = self._pending_hits.get(record.key, (0, record.last_use))
+                record.hits += hits
+                record.last_use = max(record.last_use, last)
+                record.pinned = record.key in pins
+            return sorted(records, key=lambda r: (r.tokens, r.key))
+
+    def evict_to(self, target_bytes: int) -> int:
+        """Evict what the policy names until the checkpoints take at most
+        ``target_bytes`` (pinned ones stay); return how many went."""
+        with self._lock, self._write() as txn:
+            manager, victims = self._manager, []
+            while manager.used_bytes > target_bytes:
+                chosen = manager.evict_some(1, self._now())
+                if not chosen:
+                    break
+                victims += chosen
+            self._retire_victims(txn, victims)
+            return len(victims)
+
     def pin(self, prefix: PrefixKeys) -> tuple[int, str]:
         """Keep the longest stored prefix of ``prefix`` out of eviction; return
         ``(tokens, key)``. A full index evicts unpinned checkpoints for room,

@@ -26,7 +26,7 @@ from policies.registry import BUILTIN, available
 from .costmodel import PROFILES, get_profile, load_profiles
 from .replay import ReplayConfig, working_set_bytes
 from .sweep import RunSpec, parse_policies, parse_size, resolve_capacity, run, sweep, trace_working_set
-from .trace import TraceError, load_trace, read_trace, write_trace
+from .trace import TraceError, load_trace, read_trace, scaled, write_trace
 
 __all__ = ["main"]
 
@@ -43,6 +43,16 @@ def _progress_runner(total: int, description: str):
                         TimeElapsedColumn(), TimeRemainingColumn(), transient=True,
                         disable=not sys.stderr.isatty(), console=None)
     return progress, progress.add_task(description, total=total)
+
+
+def _scale(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -244,7 +254,10 @@ def cmd_generate(args) -> int:
         from .generators.ds4 import Ds4Config, generate as generate_ds4
 
         requests = generate_ds4(Ds4Config(stale_sessions=args.stale_sessions, turns=args.turns, seed=args.seed))
-    provenance = {"generator": args.workload, "seed": args.seed}
+    scale = getattr(args, "scale", 1.0)
+    if scale != 1.0:
+        requests = list(scaled(requests, scale))
+    provenance = {"generator": args.workload, "seed": args.seed, **({"scale": scale} if scale != 1.0 else {})}
     if command:
         provenance["command"] = command
     count = write_trace(args.output, requests, **provenance)
@@ -392,12 +405,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--session-gap", type=float, default=600.0, help="mean seconds between session starts")
     g.add_argument("--think-time", type=float, default=60.0, help="mean user think time between turns (s)")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--scale", type=_scale, default=1.0, metavar="F",
+                   help="multiply every span's tokens by F (0.1: 1.2-1.6k-token system prompts, for a small model)")
     g.set_defaults(func=cmd_generate)
     g = gen.add_parser("ds4-issue-444", help="the DS4 #444 scenario: full store, tail rewritten each turn")
     g.add_argument("-o", "--output", required=True)
     g.add_argument("--stale-sessions", type=int, default=150)
     g.add_argument("--turns", type=int, default=8)
     g.add_argument("--seed", type=int, default=444)
+    g.add_argument("--scale", type=_scale, default=1.0, metavar="F", help="multiply every span's tokens by F")
     g.set_defaults(func=cmd_generate)
     g = gen.add_parser("conversation", help="multi-turn chat conversations in the Mooncake/FAST'25 format",
                        description="Writes Mooncake JSONL (timestamp, input_length, output_length, hash_ids "

@@ -27,6 +27,8 @@ header; other keys in it (``generator``, ``command``...) document provenance.
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 from collections.abc import Iterable, Iterator
@@ -145,6 +147,21 @@ def read_trace(source: IO[str] | str) -> Iterator[Request]:
                              line=number, field="t")
         last_t = request.t
         yield request
+
+
+def scaled(requests: Iterable[Request], factor: float) -> Iterator[Request]:
+    """The same requests with every span's token count times ``factor`` (at
+    least 1 token), so an agent workload fits a small model's context; what
+    two prompts share stays shared.
+
+    >>> [r.prompt for r in scaled([Request("s", 0.0, (("sys", 12_000), ("u", 5)))], 0.1)]
+    [(('sys', 1200), ('u', 1))]
+    """
+    if not 0 < factor < float("inf"):
+        raise ValueError(f"scale must be a number > 0, got {factor!r}")
+    for request in requests:
+        yield dataclasses.replace(request, prompt=tuple((c, max(1, round(n * factor))) for c, n in request.prompt),
+                                  output=max(0, round(request.output * factor)))
 
 
 def load_trace(path: str) -> list[Request]:

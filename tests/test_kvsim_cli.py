@@ -201,3 +201,20 @@ def test_sweep_report_is_one_well_formed_html_file_with_the_plot_inside(small_tr
     assert "src=\"http" not in text and "href=\"http" not in text  # nothing fetched from elsewhere
     assert main(["sweep", small_trace, "--capacities", "5%", "--report", str(tmp_path / "r.txt")]) == 2
     assert "--report" in capsys.readouterr().err
+
+
+def test_generate_scale_shrinks_every_span_and_keeps_what_is_shared(tmp_path):
+    from simulator.trace import load_trace
+
+    full, small = tmp_path / "full.jsonl", tmp_path / "small.jsonl"
+    for path, scale in ((full, "1"), (small, "0.1")):
+        assert main(["generate", "openclaw", "-o", str(path), "--sessions", "3", "--seed", "4", "--scale", scale]) == 0
+    big, little = load_trace(str(full)), load_trace(str(small))
+    assert len(big) == len(little)
+    systems = {n for r in little for c, n in r.prompt if c.startswith("system")}
+    assert systems and max(systems) <= 1_600 and min(systems) >= 1
+    for a, b in zip(big, little):
+        assert [c for c, _ in a.prompt] == [c for c, _ in b.prompt]  # the same contents, shared alike
+        assert b.prompt_tokens <= a.prompt_tokens // 9
+    with pytest.raises(SystemExit):
+        main(["generate", "ds4-issue-444", "-o", str(tmp_path / "x.jsonl"), "--scale", "0"])

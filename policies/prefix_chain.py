@@ -1,8 +1,9 @@
 """``prefix-chain``: rank a checkpoint by the prefill it alone saves, per byte
-and per second it is kept, with reuse odds learned from the workload. The default policy.
+and per unit of time it is kept, with reuse odds learned from the workload. The default policy.
 
 For a checkpoint ``e`` of ``t_e`` tokens whose nearest *stored* ancestor has
-``t_a`` tokens (0 if none), last used ``age`` seconds ago, of kind ``c``::
+``t_a`` tokens (0 if none), idle for ``age`` (counted in the store's events,
+see below), of kind ``c``::
 
     rank(e)  = density(c, age) · saved(e) / bytes(e)
     saved(e) = (t_e − t_a) + (t_e² − t_a²) / (2 · context_scale)
@@ -15,13 +16,13 @@ age ``x`` — a use, or an eviction — and every checkpoint idle at age ``x`` r
 now (a spell at least that long: without these, ages at which nothing was ever
 evicted would look promising, and a store full of stale files would keep them
 and evict every fresh checkpoint instead). ``density`` is the expected number of future
-uses per second of keeping a checkpoint that has already been idle for ``a``
-seconds (the *hit density* of Beckmann et al., "LHD: Improving Cache Hit Rate
+uses per unit of time of keeping a checkpoint that has already been idle for
+``a`` (the *hit density* of Beckmann et al., "LHD: Improving Cache Hit Rate
 by Maximizing Hit Density", NSDI 2018), learned online in log-spaced age
 buckets and forgotten with a half-life of ``memory`` idle-spell ends.
 
-So ``rank`` is the prefill saved per byte per second of disk, the quantity a
-full store should maximise. Why each term:
+So ``rank`` is the prefill saved per byte per unit of time on disk, the
+quantity a full store should maximise. Why each term:
 
 - ``saved(e)``: evicting ``e`` only costs the prefill between it and its
   nearest stored ancestor — a request that would have matched ``e`` still
@@ -144,7 +145,7 @@ class PrefixChainPolicy(Policy):
         if not context_scale >= 0:
             raise ValueError(f"context_scale must be >= 0, got {context_scale!r}")
         if not age_base > 0:
-            raise ValueError(f"age_base must be > 0 seconds, got {age_base!r}")
+            raise ValueError(f"age_base must be > 0, got {age_base!r}")
         if isinstance(memory, bool) or not isinstance(memory, int) or memory < 1:
             raise ValueError(f"memory must be an int >= 1, got {memory!r}")
         if clock not in ("events", "seconds"):
@@ -189,7 +190,7 @@ class PrefixChainPolicy(Policy):
         return self._now
 
     def bucket(self, age: float) -> int:
-        """Age bucket of an idle time in seconds (log-spaced from ``age_base``)."""
+        """Age bucket of an idle time (log-spaced from ``age_base``)."""
         if age <= 0:
             return 0
         return min(self.BUCKETS - 1, int(math.log2(1 + age / self.age_base)))
@@ -198,7 +199,8 @@ class PrefixChainPolicy(Policy):
         return self.age_base * (2 ** b - 1)
 
     def density(self, kind: str, age: float) -> float:
-        """Learned uses per second of keeping a checkpoint of ``kind`` idle for ``age`` s."""
+        """Learned uses per unit of time of keeping a checkpoint of ``kind`` idle for ``age``
+        (events, or seconds with ``clock="seconds"``)."""
         return self._bucket_density(kind, self.bucket(age))
 
     def _bucket_density(self, kind: str, bucket: int) -> float:
@@ -257,8 +259,10 @@ class PrefixChainPolicy(Policy):
         return marginal + (t * t - a * a) / (2 * self.context_scale)
 
     def rank(self, key: str, now: float) -> float:
-        """Prefill saved per byte per second of keeping ``key``: the lowest is evicted first."""
-        return self.density(self._kind[key], now - self._last_use[key]) * self._weight[key]
+        """Prefill saved per byte per unit of time of keeping ``key``: the lowest is
+        evicted first. ``now`` counts only with ``clock="seconds"``."""
+        clock = now if self.clock == "seconds" else self._now
+        return self.density(self._kind[key], clock - self._last_use[key]) * self._weight[key]
 
     def reuse(self, kind: str) -> float:
         """Density of a fresh checkpoint of ``kind``, relative to the best kind (0..1]."""

@@ -57,18 +57,38 @@ def import_mooncake(source: IO[str], *, block_size: int = 512, session_field: st
 
 
 def export_libcachesim(requests: Iterable[Request], sink: IO[str], config: ReplayConfig) -> int:
-    """Write a per-checkpoint object trace (CSV: ``time,key,size``) that
-    libCacheSim's CSV reader takes: every request looks up each checkpoint key
-    of its prompt, in order, with the size the cost model gives it. Returns the
-    number of rows."""
+    """Write a per-checkpoint object trace for libCacheSim's CSV reader; return
+    the number of rows.
+
+    Columns ``time,key,size,request,tokens,warmup``: every request looks up,
+    shortest first, each aligned checkpoint of its prompt, the end of its
+    session's previous prompt when this prompt extends it (the tail an engine
+    matches after a tool call), and its own end — with the size kvsim counts
+    for each file. ``request`` (0-based) and ``tokens`` map a row back to its
+    request and the prefix it would load; ``warmup`` marks rows that fill the
+    cache but are left out of kvsim's metrics. Read it with
+    ``ReaderInitParam(has_header=True, delimiter=",", time_field=1,
+    obj_id_field=2, obj_size_field=3)`` — libCacheSim's default reader takes
+    every row as object 0 of size 1.
+    """
     writer = csv.writer(sink)
-    writer.writerow(["time", "key", "size"])
+    writer.writerow(["time", "key", "size", "request", "tokens", "warmup"])
     ns = Namespace(config.namespace)
     tokens_of = TokenMaterializer()
+    previous: dict[str, tuple[int, str]] = {}  # session -> (tokens, key) of its last prompt's end
     rows = 0
-    for request in requests:
+    for index, request in enumerate(requests):
         prefix = PrefixKeys(ns, tokens_of.tokens(request.prompt), config.block_tokens)
-        for n in config.checkpoint_lengths(len(prefix)):
-            writer.writerow([f"{request.t:.3f}", int(prefix.key(n)[:15], 16), config.entry_bytes(n)])
+        total = len(prefix)
+        lengths = config.checkpoint_lengths(total)
+        last = previous.get(request.session)
+        if last is not None and last[0] < total and last[0] % config.block_tokens and \
+                prefix.key(last[0]) == last[1]:
+            lengths = sorted(set(lengths) | {last[0]})
+        warmup = int(bool(request.tags.get("warmup")))
+        for n in lengths:
+            writer.writerow([f"{request.t:.3f}", int(prefix.key(n)[:15], 16), config.entry_bytes(n),
+                             index, n, warmup])
             rows += 1
+        previous[request.session] = (total, prefix.key(total))
     return rows

@@ -68,7 +68,7 @@ def test_import_and_export(tmp_path, capsys):
     assert main(["import", "mooncake", str(src), "-o", str(out)]) == 0
     csv_path = tmp_path / "o.csv"
     assert main(["export", "libcachesim", str(out), "-o", str(csv_path), "--block-tokens", "256"]) == 0
-    assert csv_path.read_text().splitlines()[0] == "time,key,size"
+    assert csv_path.read_text().splitlines()[0] == "time,key,size,request,tokens,warmup"
 
 
 def test_errors_are_one_line_and_exit_2(tmp_path, capsys):

@@ -308,17 +308,18 @@ class CheckpointStore:
             raise ValueError(
                 f"len(tokens)={n_tokens} is not a multiple of block_tokens={self.block_tokens}; "
                 f"pass tail=True to store a checkpoint at the exact end of a prompt")
-        header = self._header(prefix, payload, priority)
+        view, header = self._header(prefix, payload, priority)
         self._disk.check_fits(header)
         self._layout.check_put(prefix, n_tokens, self._stack.present)
         if not durable:
             return self._stack.queue(header, payload, session=session)
-        written = self._disk.write(header, payload, now=header.inserted_at, session=session)
+        written = self._disk.write(header, view, now=header.inserted_at, session=session)  # described once
         if written:
             self._stack.hold(header, payload, promotion=False)
         return written
 
-    def _header(self, prefix: PrefixKeys, payload: Any, priority: int) -> Header:
+    def _header(self, prefix: PrefixKeys, payload: Any, priority: int) -> tuple[memoryview, Header]:
+        """The payload's contiguous bytes and the header of its checkpoint."""
         view, dtype, shape = payload_descriptor(payload)
         n_tokens = len(prefix)
         is_tail = n_tokens % self.block_tokens != 0
@@ -334,7 +335,7 @@ class CheckpointStore:
                 f"tokens: a prefix of {n_tokens} tokens spans {n_tokens // self.block_tokens} blocks, "
                 f"whose keys need a {header.header_len}-byte header; a file header holds at most "
                 f"{MAX_HEADER_BYTES} bytes (about {MAX_HEADER_BYTES // 20} blocks): use a larger block_tokens")
-        return header
+        return view, header
 
     def _note_session(self, key: str, session: str | None) -> None:
         if session is not None:

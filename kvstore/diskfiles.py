@@ -371,9 +371,6 @@ class DiskFiles:
             if close:
                 os.close(dir_fd)
 
-    def temp_paths(self) -> list[str]:
-        return [os.path.join(self.tmp_dir, n) for n in sorted(os.listdir(self._tmp_fd))]
-
     def remove_temp(self, tag: str) -> None:
         """Delete the temp file of an interrupted write tagged ``tag``, if any."""
         if "/" in tag or tag.startswith("."):

@@ -25,7 +25,7 @@ from policies.registry import BUILTIN, available
 
 from .costmodel import PROFILES, get_profile, load_profiles
 from .replay import ReplayConfig, working_set_bytes
-from .sweep import RunSpec, parse_policies, parse_size, resolve_capacity, run, sweep, trace_working_set
+from .sweep import RunSpec, parse_policies, parse_size, resolve_capacity, run, sweep
 from .trace import TraceError, load_trace, read_trace, scaled, write_trace
 
 __all__ = ["main"]
@@ -113,9 +113,7 @@ def _replay_config(args) -> ReplayConfig:
 
 
 def _working_set(args) -> int:
-    extra = load_profiles(args.profiles_file) if args.profiles_file else None
-    return trace_working_set(args.trace, get_profile(args.profile, extra), layout=args.layout,
-                             block_tokens=args.block_tokens, write_tail=not args.no_tail)
+    return working_set_bytes(read_trace(args.trace), _replay_config(args))
 
 
 def _spec(args, policy: str, capacity: str, working_set: int | None) -> RunSpec:
@@ -190,7 +188,7 @@ def cmd_sweep(args) -> int:
         _check_output_path("--report", args.report, (".html", ".htm"))
     for capacity in capacities:  # every flag checked before any work
         _capacity("--capacities", capacity, 1 if capacity.endswith("%") else None)
-    get_profile(args.profile, load_profiles(args.profiles_file) if args.profiles_file else None)
+    _replay_config(args)  # an unknown profile: one line, before any work
     if not any(True for _ in read_trace(args.trace)):
         raise TraceError(f"{args.trace} holds no requests (an empty file, or a header line only)")
     working_set = _working_set(args) if any(c.endswith("%") for c in capacities) else None
@@ -290,9 +288,7 @@ def cmd_import(args) -> int:
 def cmd_export(args) -> int:
     from .interop import export_libcachesim
 
-    extra = load_profiles(args.profiles_file) if args.profiles_file else None
-    config = ReplayConfig(capacity_bytes=1, policy="lru", profile=get_profile(args.profile, extra),
-                          layout=args.layout, block_tokens=args.block_tokens, write_tail=not args.no_tail)
+    config = _replay_config(args)
     with open(args.output, "w", encoding="utf-8", newline="") as sink:
         rows = export_libcachesim(load_trace(args.trace), sink, config)
     print(f"wrote {rows} object requests to {args.output}", file=sys.stderr)

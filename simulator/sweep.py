@@ -13,13 +13,13 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
+from kvstore.units import parse_size
 from policies.registry import available, is_offline, offline, online
 
 from .costmodel import Profile, get_profile, load_profiles
-from kvstore.units import parse_size
 
 from .oracle import FutureOracle
-from .replay import ReplayConfig, replay, working_set_bytes
+from .replay import ReplayConfig, replay
 from .trace import load_trace, read_trace
 
 __all__ = ["parse_size", "resolve_capacity", "RunSpec", "run", "sweep", "parse_policies"]
@@ -99,13 +99,6 @@ def run(spec: RunSpec, *, on_request=None, progress=None, backend=None, requests
     return {"policy": spec.policy, "capacity_bytes": spec.capacity_bytes, "capacity": spec.capacity_label,
             "profile": spec.profile, **metrics.as_dict(),
             **({"index_room_evictions": metrics.index_room_evictions} if metrics.index_room_evictions else {})}
-
-
-def trace_working_set(trace: str, profile: Profile, *, layout: str = "snapshot", block_tokens: int = 4096,
-                      write_tail: bool = True) -> int:
-    config = ReplayConfig(capacity_bytes=1, policy="lru", profile=profile, layout=layout,
-                          block_tokens=block_tokens, write_tail=write_tail)
-    return working_set_bytes(read_trace(trace), config)
 
 
 def sweep(specs: Sequence[RunSpec], *, jobs: int = 1, on_done: Callable[[dict], None] | None = None) -> list[dict]:

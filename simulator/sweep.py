@@ -17,7 +17,6 @@ from kvstore.units import parse_size
 from policies.registry import available, is_offline, offline, online
 
 from .costmodel import Profile, get_profile, load_profiles
-
 from .oracle import FutureOracle
 from .replay import ReplayConfig, replay
 from .trace import load_trace, read_trace

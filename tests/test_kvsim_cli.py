@@ -218,3 +218,14 @@ def test_generate_scale_shrinks_every_span_and_keeps_what_is_shared(tmp_path):
         assert b.prompt_tokens <= a.prompt_tokens // 9
     with pytest.raises(SystemExit):
         main(["generate", "ds4-issue-444", "-o", str(tmp_path / "x.jsonl"), "--scale", "0"])
+
+
+def test_session_hints_flag_reaches_the_replay(tmp_path, capsys):
+    trace = str(tmp_path / "t.jsonl")
+    assert main(["generate", "openclaw", "-o", trace, "--sessions", "12", "--session-gap", "45", "--seed", "107"]) == 0
+    seconds = {}
+    for flag in ([], ["--session-hints"]):
+        capsys.readouterr()
+        assert main(["simulate", trace, "--capacity", "5%", "--policy", "lru", "--json", *flag]) == 0
+        seconds[bool(flag)] = json.loads(capsys.readouterr().out)[0]["reprefill_seconds"]
+    assert seconds[True] < seconds[False]  # ended sessions' own checkpoints went first

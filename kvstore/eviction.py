@@ -105,7 +105,7 @@ class EvictionManager:
         self._shielded: set[str] = set()
         self._tails: dict[str, dict[str, int]] = {}  # anchor key -> {tail key: tokens}
         self._sessions: dict[str, set[str]] = {}  # key -> every session that wrote or used it
-        self._session_keys: dict[str, set[str]] = {}  # live session -> its keys
+        self._session_keys: dict[str, dict[str, None]] = {}  # live session -> its keys, first noted first
         self._ended: dict[str, None] = {}  # keys of ended, unshared sessions: first victims, oldest first
         self._used = 0
         self._reserved = 0
@@ -434,7 +434,7 @@ class EvictionManager:
         for session in self._sessions.pop(key, ()):
             keys = self._session_keys.get(session)
             if keys is not None:
-                keys.discard(key)
+                keys.pop(key, None)
         self._call("on_remove", key)
         return entry
 
@@ -462,7 +462,7 @@ class EvictionManager:
         owners = self._sessions.setdefault(key, set())
         if session not in owners:
             owners.add(session)
-            self._session_keys.setdefault(session, set()).add(key)
+            self._session_keys.setdefault(session, {})[key] = None
             self._ended.pop(key, None)  # used again: no longer an ended session's own
 
     def end_session(self, session: str, now: float) -> int:
@@ -481,7 +481,7 @@ class EvictionManager:
         ['b']
         """
         ended = 0
-        for key in sorted(self._session_keys.pop(session, ())):
+        for key in self._session_keys.pop(session, ()):  # in the order the session noted them
             if self._sessions.get(key) == {session}:
                 self._ended[key] = None
                 self._call("on_session_end", key, now)

@@ -19,11 +19,13 @@ import json
 import os
 import shlex
 import sys
+import tempfile
 from collections.abc import Sequence
 
 from policies.registry import BUILTIN, available
 
 from .costmodel import PROFILES, get_profile, load_profiles
+from .keyed import KeyedTrace
 from .replay import ReplayConfig, working_set_bytes
 from .sweep import RunSpec, parse_policies, parse_size, resolve_capacity, run, sweep
 from .trace import TraceError, load_trace, read_trace, scaled, write_trace
@@ -112,16 +114,24 @@ def _replay_config(args) -> ReplayConfig:
                         layout=args.layout, block_tokens=args.block_tokens, write_tail=not args.no_tail)
 
 
-def _working_set(args) -> int:
-    return working_set_bytes(read_trace(args.trace), _replay_config(args))
+def _keys(args, requests=None) -> KeyedTrace:
+    """The trace's keys, hashed once for every run of the command (progress bar on stderr)."""
+    config = _replay_config(args)
+    if requests is None:
+        requests = load_trace(args.trace)
+    progress, task = _progress_runner(len(requests), "hashing prompts")
+    with progress:
+        return KeyedTrace.build(requests, block_tokens=config.block_tokens, namespace=config.namespace,
+                                write_tail=config.write_tail, source=args.trace,
+                                progress=lambda n: progress.update(task, completed=n))
 
 
-def _spec(args, policy: str, capacity: str, working_set: int | None) -> RunSpec:
+def _spec(args, policy: str, capacity: str, working_set: int | None, keys_dir: str | None = None) -> RunSpec:
     flag = "--capacity" if hasattr(args, "capacity") else "--capacities"
     return RunSpec(trace=args.trace, policy=policy, capacity_bytes=_capacity(flag, capacity, working_set),
                    capacity_label=capacity, profile=args.profile, layout=args.layout,
                    block_tokens=args.block_tokens, write_tail=not args.no_tail, profiles_file=args.profiles_file,
-                   session_hints=args.session_hints, index_bytes=args.index_bytes)
+                   session_hints=args.session_hints, index_bytes=args.index_bytes, keys_dir=keys_dir)
 
 
 def _public(result: dict) -> dict:
@@ -142,11 +152,11 @@ def cmd_simulate(args) -> int:
     elif args.store_dir:
         raise SystemExit("kvsim simulate: --store-dir goes with --backend store")
     requests = load_trace(args.trace)  # read once, hashed once (a percentage needs the working set first)
-    prefixes: list | None = None
+    keys = None if backend is not None else _keys(args, requests)
     working_set = None
     if args.capacity.strip().endswith("%"):
-        prefixes = []
-        working_set = working_set_bytes(requests, _replay_config(args), keep=prefixes)
+        working_set = (keys.working_set_bytes(_replay_config(args).entry_bytes) if keys is not None
+                       else working_set_bytes(requests, _replay_config(args)))
     spec = _spec(args, args.policy, args.capacity, working_set)
     total = len(requests)
     sink = open(args.requests, "w", encoding="utf-8") if args.requests else None
@@ -161,7 +171,7 @@ def cmd_simulate(args) -> int:
         with progress:
             result = run(spec, on_request=on_request if sink else None,
                          progress=lambda n: progress.update(task, completed=n), backend=backend,
-                         requests=requests, prefixes=prefixes)
+                         requests=requests, keys=keys)
         if backend is not None and result.get("index_room_evictions"):
             print(f"note: the store evicted {result['index_room_evictions']} checkpoints to keep its index "
                   f"from filling, which the simulator does not model; give it a larger --index-bytes",
@@ -191,11 +201,16 @@ def cmd_sweep(args) -> int:
     _replay_config(args)  # an unknown profile: one line, before any work
     if not any(True for _ in read_trace(args.trace)):
         raise TraceError(f"{args.trace} holds no requests (an empty file, or a header line only)")
-    working_set = _working_set(args) if any(c.endswith("%") for c in capacities) else None
-    specs = [_spec(args, p, c, working_set) for c in capacities for p in policies]
-    progress, task = _progress_runner(len(specs), "sweeping")
-    with progress:
-        results = sweep(specs, jobs=args.jobs, on_done=lambda _: progress.advance(task))
+    keys = _keys(args)  # hashed once; every run maps the same arrays
+    working_set = keys.working_set_bytes(_replay_config(args).entry_bytes) \
+        if any(c.endswith("%") for c in capacities) else None
+    with tempfile.TemporaryDirectory(prefix="kvsim-keys-") as keys_dir:
+        keys.save(keys_dir)
+        del keys
+        specs = [_spec(args, p, c, working_set, keys_dir) for c in capacities for p in policies]
+        progress, task = _progress_runner(len(specs), "sweeping")
+        with progress:
+            results = sweep(specs, jobs=args.jobs, on_done=lambda _: progress.advance(task))
     if args.json:
         print(json.dumps([_public(r) for r in results], indent=2))
     else:
@@ -209,8 +224,6 @@ def cmd_sweep(args) -> int:
         plot_sweep(results, args.plot, title=title)
         print(f"plot written to {args.plot}", file=sys.stderr)
     if args.report:
-        import tempfile
-
         from .html_report import write_report
         from .report import plot_sweep
         with tempfile.TemporaryDirectory() as tmp:

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 
 from kvstore.keys import Namespace, PrefixKeys
 
+from .keyed import KeyedTrace
 from .tokens import TokenMaterializer
 from .trace import Request
 
@@ -48,6 +49,22 @@ class FutureOracle:
                     times.append(request.t)
             last_of_session[request.session] = (total, prefix.key(total))
         self._uses = uses
+
+    @classmethod
+    def from_keys(cls, keys: "KeyedTrace") -> "FutureOracle":
+        """The oracle over a trace's integer-id keys: a request uses its aligned
+        prefixes, its end and every earlier end its prompt extends."""
+        oracle = cls.__new__(cls)
+        uses: dict[int, list[float]] = {}
+        for info, prefix in keys.rows():
+            ids = [prefix.key(n) for n in prefix.aligned_lengths]
+            ids.extend(prefix.known_tails().values())
+            for key in ids:
+                times = uses.setdefault(key, [])
+                if not times or times[-1] != info.t:
+                    times.append(info.t)
+        oracle._uses = uses
+        return oracle
 
     def next_use(self, key: str, now: float) -> float:
         times = self._uses.get(key)

@@ -29,8 +29,8 @@ probes per request, O(log n) per eviction for the built-in policies.
 from __future__ import annotations
 
 from array import array
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+import functools
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 from dataclasses import asdict, dataclass, field
 
@@ -44,6 +44,8 @@ from policies.base import Policy
 from policies.registry import is_offline, resolve
 
 from .costmodel import Profile
+from .blend import BlendTracker, reusable_tokens
+from .keyed import KeyedTrace, RequestInfo
 from .tokens import TokenMaterializer
 from .trace import Request
 
@@ -169,36 +171,6 @@ class Metrics:
         return doc
 
 
-class _BlendTracker:
-    """Counts tokens a CacheBlend-style engine could reuse although they are
-    not part of the matched prefix: content seen before at another position.
-    Remembers the ``limit`` most recently seen contents (bounded memory)."""
-
-    def __init__(self, limit: int = 1_000_000) -> None:
-        self._seen: OrderedDict[str, tuple[int, set[int]]] = OrderedDict()  # content -> (most tokens, positions)
-        self._limit = limit
-
-    def count(self, spans: tuple[tuple[str, int], ...], loaded: int) -> int:
-        reusable = 0
-        position = 0
-        for content, n in spans:
-            seen = self._seen.get(content)
-            end = position + n
-            if seen is not None and end > loaded and position not in seen[1]:
-                reusable += min(n, seen[0], end - max(position, loaded))
-            if seen is None:
-                self._seen[content] = (n, {position})
-                if len(self._seen) > self._limit:
-                    self._seen.popitem(last=False)
-            else:
-                self._seen.move_to_end(content)
-                seen[1].add(position)
-                if n > seen[0]:
-                    self._seen[content] = (n, seen[1])
-            position = end
-        return reusable
-
-
 class Backend(Protocol):
     """Where a replay keeps its checkpoints: the engine loop asks it two things."""
 
@@ -261,14 +233,14 @@ def load_bytes(config: ReplayConfig, loaded: int) -> int:
 
 
 def replay(
-    requests: Iterable[Request],
+    requests: Iterable[Request] | None,
     config: ReplayConfig,
     *,
     on_request: Callable[[RequestResult], None] | None = None,
     progress: Callable[[int], None] | None = None,
-    next_use: Callable[[str, float], float] | None = None,
+    next_use: Callable[[object, float], float] | None = None,
     backend: Callable[[ReplayConfig, Policy], Backend] = ManagerBackend,
-    prefixes: Sequence[PrefixKeys] | None = None,
+    keys: KeyedTrace | None = None,
 ) -> Metrics:
     """Replay ``requests`` under ``config``; return the metrics.
 
@@ -277,8 +249,10 @@ def replay(
     ``next_use`` is the oracle an offline policy (``belady``) needs;
     ``backend(config, policy)`` makes where checkpoints go (default: the
     eviction manager alone; :class:`simulator.store_backend.StoreBackend`
-    replays through a real store); ``prefixes``, one per request, are keys
-    already computed (by :func:`working_set_bytes`), not hashed again.
+    replays through a real store). ``keys`` (a :class:`KeyedTrace` of the
+    same trace) replays on integer ids computed once, and ``requests`` may
+    then be ``None``; without it every prompt is materialised and hashed
+    as it streams by (a backend that stores real bytes needs that).
     """
     options = dict(config.policy_options)
     if isinstance(config.policy, str) and is_offline(config.policy):
@@ -286,48 +260,47 @@ def replay(
             raise ValueError(f"policy {config.policy!r} needs the future: use simulator.sweep.run(), "
                              "which builds the oracle from the trace")
         options["next_use"] = next_use
+    if keys is not None:
+        keys.check_matches(block_tokens=config.block_tokens, namespace=config.namespace,
+                           write_tail=config.write_tail)
+        if getattr(backend, "needs_tokens", False):
+            raise ValueError("this backend stores real bytes and needs the tokens: replay without keys=")
+        steps = _keyed_steps(keys)
+        last_of_session = keys.last_request_of_sessions() if config.session_hints else {}
+    else:
+        if requests is None:
+            raise ValueError("replay needs requests, or keys= computed from them")
+        if config.session_hints:  # an engine hears when a session ends; the trace knows it up front
+            requests = list(requests)
+        last_of_session = {r.session: i for i, r in enumerate(requests)} if config.session_hints else {}
+        steps = _hashed_steps(requests, config)
     store = backend(config, resolve(config.policy, **options))
-    namespace = Namespace(config.namespace)
-    tokens_of = TokenMaterializer()
     profile = config.profile
-    block = config.block_tokens
-    blend = _BlendTracker()
     metrics = Metrics()
     done = 0
-    last_of_session: dict[str, int] = {}
-    if config.session_hints:  # an engine hears when a session ends; the trace knows it up front
-        requests = list(requests)
-        last_of_session = {request.session: i for i, request in enumerate(requests)}
-    for i, request in enumerate(requests):
-        now = request.t
-        session = request.session if config.session_hints else None
-        warmup = bool(request.tags.get("warmup"))
-        if prefixes is not None:
-            prefix = prefixes[i]
-        else:
-            prefix = PrefixKeys(namespace, tokens_of.tokens(request.prompt), block)
+    for i, (info, prefix, blend) in enumerate(steps):
+        now = info.t
+        session = info.session if config.session_hints else None
         total = len(prefix)
         loaded = store.lookup(prefix, now, session)
-        load_s = profile.load_seconds(load_bytes(config, loaded)) if loaded else 0.0
-        ttft = load_s + profile.prefill_seconds(loaded, total)
+        prefill_s = profile.prefill_seconds(loaded, total)
         written = store.write(prefix, loaded, now, session)
         if session is not None and last_of_session[session] == i:
             store.end_session(session, now)
-        if not warmup:
+        if not info.warmup:
+            ttft = (profile.load_seconds(load_bytes(config, loaded)) if loaded else 0.0) + prefill_s
             metrics.requests += 1
             metrics.prompt_tokens += total
             metrics.loaded_tokens += loaded
             metrics.prefill_tokens += total - loaded
-            metrics.reprefill_seconds += profile.prefill_seconds(loaded, total)
+            metrics.reprefill_seconds += prefill_s
             metrics.full_misses += loaded == 0
             metrics.bytes_written += written
             metrics.ttfts.append(ttft)
-            metrics.blend_potential_tokens += blend.count(request.prompt, loaded)
+            metrics.blend_potential_tokens += blend(loaded)
             if on_request is not None:
-                on_request(RequestResult(request.session, request.t, total, loaded, total - loaded,
+                on_request(RequestResult(info.session, info.t, total, loaded, total - loaded,
                                          ttft, "disk" if loaded else None))
-        else:
-            blend.count(request.prompt, loaded)
         done += 1
         if progress is not None and done % 1000 == 0:
             progress(done)
@@ -337,6 +310,25 @@ def replay(
     if progress is not None:
         progress(done)
     return metrics.finish()
+
+
+def _keyed_steps(keys: KeyedTrace) -> Iterator[tuple[RequestInfo, object, Callable[[int], int]]]:
+    """Each request's info, integer-id keys and blend counter, from keys computed once."""
+    for i, (info, prefix) in enumerate(keys.rows()):
+        yield info, prefix, functools.partial(keys.blend_tokens, i)
+
+
+def _hashed_steps(requests: Iterable[Request], config: ReplayConfig
+                  ) -> Iterator[tuple[RequestInfo, PrefixKeys, Callable[[int], int]]]:
+    """Each request's info, keys hashed from its materialised tokens, and blend counter."""
+    namespace = Namespace(config.namespace)
+    tokens_of = TokenMaterializer()
+    tracker = BlendTracker()
+    for request in requests:
+        prefix = PrefixKeys(namespace, tokens_of.tokens(request.prompt), config.block_tokens)
+        candidates = tracker.candidates(request.prompt)
+        yield (RequestInfo(request.session, request.t, bool(request.tags.get("warmup"))), prefix,
+               functools.partial(reusable_tokens, candidates))
 
 
 def _write_checkpoints(manager: EvictionManager, config: ReplayConfig, prefix: PrefixKeys,
@@ -371,22 +363,10 @@ def _write_checkpoints(manager: EvictionManager, config: ReplayConfig, prefix: P
     return written
 
 
-def working_set_bytes(requests: Iterable[Request], config: ReplayConfig, *,
-                      keep: list[PrefixKeys] | None = None) -> int:
+def working_set_bytes(requests: Iterable[Request], config: ReplayConfig) -> int:
     """Bytes of every distinct checkpoint the trace would write with unlimited
-    space: the denominator of capacities given as a percentage. ``keep``
-    collects each request's keys, so that a replay need not hash them again."""
-    namespace = Namespace(config.namespace)
-    tokens_of = TokenMaterializer()
-    seen: set[bytes] = set()
-    total = 0
-    for request in requests:
-        prefix = PrefixKeys(namespace, tokens_of.tokens(request.prompt), config.block_tokens)
-        if keep is not None:
-            keep.append(prefix)
-        for n in config.checkpoint_lengths(len(prefix)):
-            key = bytes.fromhex(prefix.key(n))
-            if key not in seen:
-                seen.add(key)
-                total += config.entry_bytes(n)
-    return total
+    space: the denominator of capacities given as a percentage. (With keys
+    already computed, :meth:`KeyedTrace.working_set_bytes` answers at once.)"""
+    keys = KeyedTrace.build(requests, block_tokens=config.block_tokens, namespace=config.namespace,
+                            write_tail=config.write_tail)
+    return keys.working_set_bytes(config.entry_bytes)

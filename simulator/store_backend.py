@@ -54,7 +54,10 @@ class StoreBackend:
     @classmethod
     def at(cls, path: str) -> Callable[[ReplayConfig, Policy], "StoreBackend"]:
         """The ``backend=`` argument of :func:`simulator.replay.replay` for a store in ``path``."""
-        return lambda config, policy: cls(path, config, policy)
+        def factory(config: ReplayConfig, policy: Policy) -> "StoreBackend":
+            return cls(path, config, policy)
+        factory.needs_tokens = True  # it puts real bytes, so the replay must hash real tokens
+        return factory
 
     @property
     def evictions(self) -> int:

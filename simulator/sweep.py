@@ -17,6 +17,7 @@ from kvstore.units import parse_size
 from policies.registry import available, is_offline, offline, online
 
 from .costmodel import Profile, get_profile, load_profiles
+from .keyed import KeyedTrace
 from .oracle import FutureOracle
 from .replay import ReplayConfig, replay
 from .trace import load_trace, read_trace
@@ -71,6 +72,8 @@ class RunSpec:
     profiles_file: str | None = None
     session_hints: bool = False
     index_bytes: int | None = None
+    #: a directory of the trace's keys (``KeyedTrace.save``) shared by the runs of a sweep
+    keys_dir: str | None = None
 
 
 def _profile(spec: RunSpec) -> Profile:
@@ -78,23 +81,33 @@ def _profile(spec: RunSpec) -> Profile:
     return get_profile(spec.profile, extra)
 
 
-def run(spec: RunSpec, *, on_request=None, progress=None, backend=None, requests=None, prefixes=None) -> dict:
+def run(spec: RunSpec, *, on_request=None, progress=None, backend=None, requests=None,
+        keys: KeyedTrace | None = None) -> dict:
     """Replay one spec; return the metrics as a dict with the run's labels.
 
     ``backend`` is :func:`simulator.replay.replay`'s (default: the eviction
-    manager alone); ``requests`` (the trace, already read) and ``prefixes``
-    (their keys, already hashed) spare reading and hashing it again."""
+    manager alone). ``keys`` (or ``spec.keys_dir``) are the trace's keys
+    already computed: the replay reads no trace and hashes nothing. Without
+    them, ``requests`` (the trace, already read) spares reading it again."""
     config = ReplayConfig(capacity_bytes=spec.capacity_bytes, policy=spec.policy, profile=_profile(spec),
                           layout=spec.layout, block_tokens=spec.block_tokens, write_tail=spec.write_tail,
                           session_hints=spec.session_hints, index_bytes=spec.index_bytes)
-    if is_offline(spec.policy):  # an offline reference needs the whole future in memory
+    if keys is None and spec.keys_dir is not None and not getattr(backend, "needs_tokens", False):
+        keys = KeyedTrace.load(spec.keys_dir)
+    if getattr(backend, "needs_tokens", False):
+        keys = None
+    oracle = None
+    if keys is not None:
+        if is_offline(spec.policy):
+            oracle = FutureOracle.from_keys(keys).next_use
+    elif is_offline(spec.policy):  # an offline reference needs the whole future in memory
         requests = load_trace(spec.trace) if requests is None else requests
         oracle = FutureOracle(requests, spec.block_tokens).next_use
-    else:  # stream: memory stays bounded however long the trace
-        requests, oracle = (read_trace(spec.trace) if requests is None else requests), None
+    elif requests is None:  # stream: memory stays bounded however long the trace
+        requests = read_trace(spec.trace)
     extra = {} if backend is None else {"backend": backend}
     metrics = replay(requests, config, on_request=on_request, progress=progress, next_use=oracle,
-                     prefixes=prefixes, **extra)
+                     keys=keys, **extra)
     return {"policy": spec.policy, "capacity_bytes": spec.capacity_bytes, "capacity": spec.capacity_label,
             "profile": spec.profile, **metrics.as_dict(),
             **({"index_room_evictions": metrics.index_room_evictions} if metrics.index_room_evictions else {})}

@@ -68,7 +68,7 @@ def test_import_and_export(tmp_path, capsys):
     assert main(["import", "mooncake", str(src), "-o", str(out)]) == 0
     csv_path = tmp_path / "o.csv"
     assert main(["export", "libcachesim", str(out), "-o", str(csv_path), "--block-tokens", "256"]) == 0
-    assert csv_path.read_text().splitlines()[0] == "time,key,size,request,tokens,warmup"
+    assert csv_path.read_text().splitlines()[0] == "time,key,size,request,tokens,warmup,tail"
 
 
 def test_errors_are_one_line_and_exit_2(tmp_path, capsys):
@@ -83,7 +83,24 @@ def test_errors_are_one_line_and_exit_2(tmp_path, capsys):
 def test_simulate_reads_and_hashes_the_trace_once(tmp_path, monkeypatch, capsys):
     """A percentage capacity needs the working set before the replay: the keys
     hashed for it are the ones the replay uses."""
+    hashed, reads, requests, trace = _count_hashing(tmp_path, monkeypatch)
+    assert main(["simulate", trace, "--capacity", "10%", "--policy", "lru", "--json"]) == 0
+    assert len(reads) == 1 and len(hashed) == len(requests)
+
+
+def test_sweep_hashes_the_trace_once_for_every_policy_and_capacity(tmp_path, monkeypatch, capsys):
+    hashed, reads, requests, trace = _count_hashing(tmp_path, monkeypatch)
+    assert main(["sweep", trace, "--capacities", "5%,50%", "--policies", "lru,prefix-chain,belady",
+                           "--jobs", "1", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert len(results) == 6 and len(hashed) == len(requests)
+    assert len({r["loaded_tokens"] for r in results}) > 1  # the runs did replay
+
+
+def _count_hashing(tmp_path, monkeypatch):
+    """Count prompts hashed and traces read by the command line."""
     import simulator.cli
+    import simulator.keyed
     import simulator.replay
     from simulator.generators.openclaw import OpenClawConfig, generate
     from simulator.trace import write_trace
@@ -92,7 +109,7 @@ def test_simulate_reads_and_hashes_the_trace_once(tmp_path, monkeypatch, capsys)
     requests = generate(OpenClawConfig(sessions=3, turns=(2, 3), seed=5))
     write_trace(trace, requests)
     hashed, reads = [], []
-    real_keys, real_load = simulator.replay.PrefixKeys, simulator.cli.load_trace
+    real_keys, real_load = simulator.keyed.PrefixKeys, simulator.cli.load_trace
 
     class CountingKeys(real_keys):
         def __init__(self, *args, **kwargs):
@@ -103,10 +120,10 @@ def test_simulate_reads_and_hashes_the_trace_once(tmp_path, monkeypatch, capsys)
         reads.append(path)
         return real_load(path)
 
-    monkeypatch.setattr(simulator.replay, "PrefixKeys", CountingKeys)
+    for module in (simulator.keyed, simulator.replay):
+        monkeypatch.setattr(module, "PrefixKeys", CountingKeys)
     monkeypatch.setattr(simulator.cli, "load_trace", counting_load)
-    assert simulator.cli.main(["simulate", trace, "--capacity", "10%", "--policy", "lru", "--json"]) == 0
-    assert len(reads) == 1 and len(hashed) == len(requests)
+    return hashed, reads, requests, trace
 
 
 @pytest.fixture

@@ -1,0 +1,328 @@
+"""A trace's prefix keys, computed once and kept as compact integer ids.
+
+Replaying a trace asks the same questions of every policy and capacity: the
+keys of each prompt's aligned prefixes, of its end (a tail), and of the tails
+earlier prompts left that this prompt extends. :class:`KeyedTrace` answers them
+in one pass over the trace, with the store's own keys (``kvstore.keys``): every
+distinct SHA1 key gets a small integer id, in order of first appearance, and
+the replay works on those ids. Two prompts get the same id for a length exactly
+when the store would give them the same key, so a replayed decision is still
+the engine's.
+
+Everything lives in flat numpy arrays (a few dozen bytes a request plus eight a
+key), which :meth:`KeyedTrace.save` writes as ``.npy`` files (no pickle) and
+:meth:`KeyedTrace.load` maps back without reading them: the worker processes
+of a sweep share one copy through the page cache.
+
+>>> from simulator.trace import Request
+>>> reqs = [Request("s", 0.0, (("sys", 9),)), Request("s", 1.0, (("sys", 9), ("u", 3)))]
+>>> kt = KeyedTrace.build(reqs, block_tokens=4)
+>>> [len(kt.prompt(i)) for i in range(len(kt))]
+[9, 12]
+>>> kt.prompt(1).key(8) == kt.prompt(0).key(8), kt.prompt(1).key(9) == kt.prompt(0).key(9)
+(True, True)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from kvstore.keys import Namespace, PrefixKeys
+
+from .blend import BlendTracker, reusable_tokens
+from .tokens import TokenMaterializer
+from .trace import Request
+
+__all__ = ["KeyedTrace", "KeyedPrompt", "RequestInfo", "UNKNOWN_KEY"]
+
+#: the id :meth:`KeyedPrompt.key` returns for a length no stored key can match
+UNKNOWN_KEY = -1
+
+_ARRAYS = ("t", "session", "warmup", "total", "aligned_start", "aligned_ids", "tail_start", "tail_len",
+           "tail_ids", "blend_start", "blend_pos", "blend_end", "blend_cap", "id_tokens")
+_FORMAT = "kvsim-keys"
+_VERSION = 1
+
+
+class KeyedPrompt:
+    """One prompt's keys as integer ids, with the interface of
+    :class:`kvstore.keys.PrefixKeys` that the eviction manager uses.
+
+    Aligned lengths and the prompt's end are always known; a tail length is
+    known when an earlier prompt of the trace ended there with these tokens.
+    Any other length returns :data:`UNKNOWN_KEY`, which equals no stored key:
+    no checkpoint of that length exists anywhere in the trace.
+
+    Runtime complexity: O(1) per key, O(blocks) per ``ancestor_keys``.
+    """
+
+    __slots__ = ("_aligned", "_tails", "_total", "block_tokens")
+
+    def __init__(self, aligned: list[int], tails: dict[int, int], total: int, block_tokens: int) -> None:
+        self._aligned = aligned  # id of key(i * block_tokens) at index i, from key(0)
+        self._tails = tails  # tail length -> id
+        self._total = total
+        self.block_tokens = block_tokens
+
+    def __len__(self) -> int:
+        return self._total
+
+    @property
+    def aligned_lengths(self) -> list[int]:
+        return [i * self.block_tokens for i in range(1, len(self._aligned))]
+
+    def anchor(self, n_tokens: int) -> int:
+        return (n_tokens // self.block_tokens) * self.block_tokens
+
+    def key(self, n_tokens: int) -> int:
+        index, rest = divmod(n_tokens, self.block_tokens)
+        if rest == 0:
+            return self._aligned[index]
+        return self._tails.get(n_tokens, UNKNOWN_KEY)
+
+    def parent_key(self, n_tokens: int) -> int | None:
+        if n_tokens <= 0:
+            return None
+        anchor = self.anchor(n_tokens)
+        if anchor == n_tokens:
+            anchor -= self.block_tokens
+        return self._aligned[anchor // self.block_tokens] if anchor > 0 else None
+
+    def ancestor_keys(self, n_tokens: int) -> tuple[int, ...]:
+        top = self.anchor(n_tokens)
+        if top == n_tokens:
+            top -= self.block_tokens
+        return tuple(self._aligned[1 : top // self.block_tokens + 1]) if top > 0 else ()
+
+    def known_tails(self) -> dict[int, int]:
+        """Tail lengths this prompt has a key for (its end and matched earlier ends)."""
+        return dict(self._tails)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestInfo:
+    """What a replay needs of a request besides its keys."""
+
+    session: str
+    t: float
+    warmup: bool
+
+
+class KeyedTrace:
+    """Integer-id keys of every request of a trace, built once.
+
+    :meth:`build` is O(prompt tokens) hashing per request (the floor: keys must
+    be computed) plus O(1) per earlier tail a prompt may extend; every later
+    question is O(1) or O(blocks).
+    """
+
+    def __init__(self, arrays: dict[str, np.ndarray], sessions: list[str], meta: dict) -> None:
+        missing = [name for name in _ARRAYS if name not in arrays]
+        if missing:
+            raise ValueError(f"key arrays missing: {', '.join(missing)}")
+        self._a = arrays
+        self.sessions = sessions
+        self.namespace: str = meta["namespace"]
+        self.block_tokens: int = int(meta["block_tokens"])
+        self.write_tail: bool = bool(meta["write_tail"])
+        self.source: str = meta.get("source", "")
+
+    # ------------------------------------------------------------------ build
+    @classmethod
+    def build(cls, requests: Iterable[Request], *, block_tokens: int = 4096, namespace: str = "kvsim",
+              write_tail: bool = True, source: str = "",
+              progress=None) -> "KeyedTrace":
+        """Hash every prompt of ``requests`` once; ``progress(n)`` is called
+        every 1,000 requests."""
+        ns = Namespace(namespace)
+        tokens_of = TokenMaterializer()
+        ids: dict[bytes, int] = {}
+        id_tokens: list[int] = []
+        # (anchor id, first token past it) -> {tail length: last tokens of the ends seen there}
+        tails_at: dict[tuple[int, int], dict[int, set[int]]] = {}
+        session_ids: dict[str, int] = {}
+        blend = BlendTracker()
+        cols = {name: [] for name in ("t", "session", "warmup", "total", "aligned_ids", "tail_len", "tail_ids",
+                                      "blend_pos", "blend_end", "blend_cap")}
+        aligned_start, tail_start, blend_start = [0], [0], [0]
+
+        def intern(hexkey: str, tokens: int) -> int:
+            digest = bytes.fromhex(hexkey)
+            found = ids.get(digest)
+            if found is None:
+                found = ids[digest] = len(id_tokens)
+                id_tokens.append(tokens)
+            return found
+
+        count = 0
+        for request in requests:
+            tokens = tokens_of.tokens(request.prompt)
+            prefix = PrefixKeys(ns, tokens, block_tokens)
+            total = len(prefix)
+            blocks = total // block_tokens
+            aligned = [intern(prefix.key(i * block_tokens), i * block_tokens) for i in range(blocks + 1)]
+            tails: dict[int, int] = {}
+            candidates = []  # earlier ends this prompt may extend, anchored at each aligned prefix
+            for i in range(blocks + 1):
+                a = i * block_tokens
+                if a >= total:
+                    break
+                for n, last_tokens in tails_at.get((aligned[i], int(tokens[a])), {}).items():
+                    if n <= total and int(tokens[n - 1]) in last_tokens:  # cheap filters first
+                        candidates.append(n)
+            if candidates:
+                for n, hexkey in zip(candidates, prefix.keys_at(candidates)):
+                    found = ids.get(bytes.fromhex(hexkey))
+                    if found is not None:
+                        tails[n] = found
+            if write_tail and total % block_tokens:
+                own = intern(prefix.key(total), total)
+                tails[total] = own
+                anchor = blocks * block_tokens
+                tails_at.setdefault((aligned[blocks], int(tokens[anchor])), {}).setdefault(
+                    total, set()).add(int(tokens[total - 1]))
+            cols["t"].append(request.t)
+            cols["session"].append(session_ids.setdefault(request.session, len(session_ids)))
+            cols["warmup"].append(bool(request.tags.get("warmup")))
+            cols["total"].append(total)
+            cols["aligned_ids"].extend(aligned)
+            aligned_start.append(aligned_start[-1] + len(aligned))
+            for n in sorted(tails):
+                cols["tail_len"].append(n)
+                cols["tail_ids"].append(tails[n])
+            tail_start.append(tail_start[-1] + len(tails))
+            reusable = blend.candidates(request.prompt)
+            for start, end, cap in reusable:
+                cols["blend_pos"].append(start)
+                cols["blend_end"].append(end)
+                cols["blend_cap"].append(cap)
+            blend_start.append(blend_start[-1] + len(reusable))
+            count += 1
+            if progress is not None and count % 1000 == 0:
+                progress(count)
+        arrays = {
+            "t": np.asarray(cols["t"], dtype=np.float64),
+            "session": np.asarray(cols["session"], dtype=np.int64),
+            "warmup": np.asarray(cols["warmup"], dtype=np.bool_),
+            "total": np.asarray(cols["total"], dtype=np.int64),
+            "aligned_start": np.asarray(aligned_start, dtype=np.int64),
+            "aligned_ids": np.asarray(cols["aligned_ids"], dtype=np.int64),
+            "tail_start": np.asarray(tail_start, dtype=np.int64),
+            "tail_len": np.asarray(cols["tail_len"], dtype=np.int64),
+            "tail_ids": np.asarray(cols["tail_ids"], dtype=np.int64),
+            "blend_start": np.asarray(blend_start, dtype=np.int64),
+            "blend_pos": np.asarray(cols["blend_pos"], dtype=np.int64),
+            "blend_end": np.asarray(cols["blend_end"], dtype=np.int64),
+            "blend_cap": np.asarray(cols["blend_cap"], dtype=np.int64),
+            "id_tokens": np.asarray(id_tokens, dtype=np.int64),
+        }
+        if progress is not None:
+            progress(count)
+        return cls(arrays, list(session_ids), {"namespace": namespace, "block_tokens": block_tokens,
+                                                "write_tail": write_tail, "source": source})
+
+    # ------------------------------------------------------------- questions
+    def __len__(self) -> int:
+        return len(self._a["total"])
+
+    @property
+    def key_count(self) -> int:
+        """Distinct keys of the trace (aligned prefixes and prompt ends)."""
+        return len(self._a["id_tokens"])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the arrays take."""
+        return sum(int(a.nbytes) for a in self._a.values())
+
+    def info(self, i: int) -> RequestInfo:
+        a = self._a
+        return RequestInfo(self.sessions[int(a["session"][i])], float(a["t"][i]), bool(a["warmup"][i]))
+
+    def prompt(self, i: int) -> KeyedPrompt:
+        """The keys of request ``i``. O(blocks)."""
+        a = self._a
+        lo, hi = int(a["tail_start"][i]), int(a["tail_start"][i + 1])
+        tails = dict(zip(a["tail_len"][lo:hi].tolist(), a["tail_ids"][lo:hi].tolist())) if hi > lo else {}
+        return KeyedPrompt(a["aligned_ids"][int(a["aligned_start"][i]):int(a["aligned_start"][i + 1])].tolist(),
+                           tails, int(a["total"][i]), self.block_tokens)
+
+    def blend_tokens(self, i: int, loaded: int) -> int:
+        """Tokens past ``loaded`` a CacheBlend-style engine could reuse: content
+        seen before, at another position. O(spans)."""
+        a = self._a
+        lo, hi = int(a["blend_start"][i]), int(a["blend_start"][i + 1])
+        if hi == lo:
+            return 0
+        return reusable_tokens(zip(a["blend_pos"][lo:hi].tolist(), a["blend_end"][lo:hi].tolist(),
+                                   a["blend_cap"][lo:hi].tolist()), loaded)
+
+    def rows(self) -> Iterator[tuple[RequestInfo, KeyedPrompt]]:
+        """Every request's info and keys, in trace order."""
+        a = self._a
+        t, session, warmup = a["t"].tolist(), a["session"].tolist(), a["warmup"].tolist()
+        for i in range(len(self)):
+            yield RequestInfo(self.sessions[session[i]], t[i], warmup[i]), self.prompt(i)
+
+    def last_request_of_sessions(self) -> dict[str, int]:
+        """Each session's last request index."""
+        session = self._a["session"]
+        last = np.full(len(self.sessions), -1, dtype=np.int64)
+        last[session] = np.arange(len(session))
+        return {name: int(last[i]) for i, name in enumerate(self.sessions)}
+
+    def lengths_of_ids(self) -> np.ndarray:
+        """Tokens of the prefix each id names (read-only view)."""
+        return self._a["id_tokens"]
+
+    def working_set_bytes(self, entry_bytes) -> int:
+        """Bytes of every distinct checkpoint with unlimited space, each sized by
+        ``entry_bytes(tokens)``. O(distinct lengths)."""
+        lengths, counts = np.unique(self._a["id_tokens"], return_counts=True)
+        return sum(entry_bytes(int(n)) * int(c) for n, c in zip(lengths, counts) if n > 0)
+
+    def check_matches(self, *, block_tokens: int, namespace: str, write_tail: bool) -> None:
+        """Raise ``ValueError`` unless these keys were built with these settings."""
+        for name, mine, theirs in (("block_tokens", self.block_tokens, block_tokens),
+                                   ("namespace", self.namespace, namespace),
+                                   ("write_tail", self.write_tail, write_tail)):
+            if mine != theirs:
+                raise ValueError(f"keys were built with {name}={mine!r}, the replay asks for {theirs!r}")
+
+    # ---------------------------------------------------------- persistence
+    def save(self, directory: str | os.PathLike) -> None:
+        """Write the arrays as ``.npy`` files and a ``meta.json`` into ``directory``."""
+        os.makedirs(directory, exist_ok=True)
+        for name, array in self._a.items():
+            np.save(os.path.join(directory, f"{name}.npy"), array, allow_pickle=False)
+        meta = {"format": _FORMAT, "version": _VERSION, "namespace": self.namespace,
+                "block_tokens": self.block_tokens, "write_tail": self.write_tail, "source": self.source,
+                "sessions": self.sessions}
+        with open(os.path.join(directory, "meta.json"), "w", encoding="utf-8") as f:
+            json.dump(meta, f)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> "KeyedTrace":
+        """Map keys saved by :meth:`save` (read-only, shared through the page cache)."""
+        with open(os.path.join(directory, "meta.json"), encoding="utf-8") as f:
+            meta = json.load(f)
+        if meta.get("format") != _FORMAT or meta.get("version") != _VERSION:
+            raise ValueError(f"{directory}: not a kvsim key directory of version {_VERSION}")
+        arrays = {name: np.load(os.path.join(directory, f"{name}.npy"), mmap_mode="r", allow_pickle=False)
+                  for name in _ARRAYS}
+        return cls(arrays, meta["sessions"], meta)
+
+
+def trace_digest(path: str | os.PathLike) -> str:
+    """SHA1 of a trace file's bytes: what its keys depend on."""
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

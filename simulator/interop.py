@@ -15,16 +15,16 @@ positions mean equal tokens, so each block becomes a span of content
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import IO
 
-from kvstore.keys import Namespace, PrefixKeys
 
+from .keyed import KeyedTrace
 from .replay import ReplayConfig
-from .tokens import TokenMaterializer
 from .trace import Request, TraceError, json_lines
 
-__all__ = ["import_mooncake", "export_libcachesim"]
+__all__ = ["import_mooncake", "export_libcachesim", "replay_libcachesim", "EXPORT_COLUMNS", "EngineReplayResult"]
 
 
 def import_mooncake(source: IO[str], *, block_size: int = 512, session_field: str | None = None) -> Iterator[Request]:
@@ -56,39 +56,110 @@ def import_mooncake(source: IO[str], *, block_size: int = 512, session_field: st
         yield Request(session, ts / 1000.0, spans, n_out)
 
 
-def export_libcachesim(requests: Iterable[Request], sink: IO[str], config: ReplayConfig) -> int:
+EXPORT_COLUMNS = ("time", "key", "size", "request", "tokens", "warmup", "tail")
+
+
+def export_libcachesim(requests: Iterable[Request] | None, sink: IO[str], config: ReplayConfig, *,
+                       keys: KeyedTrace | None = None) -> int:
     """Write a per-checkpoint object trace for libCacheSim's CSV reader; return
     the number of rows.
 
-    Columns ``time,key,size,request,tokens,warmup``: every request looks up,
-    shortest first, each aligned checkpoint of its prompt, the end of its
-    session's previous prompt when this prompt extends it (the tail an engine
-    matches after a tool call), and its own end — with the size kvsim counts
-    for each file. ``request`` (0-based) and ``tokens`` map a row back to its
-    request and the prefix it would load; ``warmup`` marks rows that fill the
-    cache but are left out of kvsim's metrics. Read it with
-    ``ReaderInitParam(has_header=True, delimiter=",", time_field=1,
-    obj_id_field=2, obj_size_field=3)`` — libCacheSim's default reader takes
-    every row as object 0 of size 1.
+    One row per key a request touches, shortest first: each aligned prefix of
+    its prompt, each earlier prompt's end it extends (the tail an engine
+    matches after a tool call), and its own end. Columns:
+    ``time,key,size,request,tokens,warmup,tail`` — ``key`` is the key's integer
+    id (equal ids exactly when the store's keys are equal), ``size`` the bytes
+    kvsim counts for its file, ``request`` (0-based) and ``tokens`` map the row
+    back to its request and the prefix it would load, ``warmup`` marks rows
+    kvsim leaves out of its metrics, ``tail`` marks keys that are not block
+    aligned.
+
+    Read by libCacheSim's own reader (``ReaderInitParam(has_header=True,
+    has_header_set=True, delimiter=",")`` with ``time_field, obj_id_field,
+    obj_size_field = 1, 2, 3``; its default reader takes every row as object 0
+    of size 1), every row is a get
+    that admits on a miss: a cache's view of the workload. An engine only
+    writes what lies past the prefix it loaded; :func:`replay_libcachesim`
+    drives any libCacheSim cache that way and loads the tokens kvsim does.
     """
+    if keys is None:
+        keys = KeyedTrace.build(requests, block_tokens=config.block_tokens, namespace=config.namespace,
+                                write_tail=config.write_tail)
+    keys.check_matches(block_tokens=config.block_tokens, namespace=config.namespace, write_tail=config.write_tail)
     writer = csv.writer(sink)
-    writer.writerow(["time", "key", "size", "request", "tokens", "warmup"])
-    ns = Namespace(config.namespace)
-    tokens_of = TokenMaterializer()
-    previous: dict[str, tuple[int, str]] = {}  # session -> (tokens, key) of its last prompt's end
+    writer.writerow(EXPORT_COLUMNS)
     rows = 0
-    for index, request in enumerate(requests):
-        prefix = PrefixKeys(ns, tokens_of.tokens(request.prompt), config.block_tokens)
-        total = len(prefix)
-        lengths = config.checkpoint_lengths(total)
-        last = previous.get(request.session)
-        if last is not None and last[0] < total and last[0] % config.block_tokens and \
-                prefix.key(last[0]) == last[1]:
-            lengths = sorted(set(lengths) | {last[0]})
-        warmup = int(bool(request.tags.get("warmup")))
+    for index, (info, prompt) in enumerate(keys.rows()):
+        lengths = prompt.aligned_lengths + sorted(prompt.known_tails())
+        lengths.sort()
+        time = f"{info.t:.3f}"
+        warmup = int(info.warmup)
         for n in lengths:
-            writer.writerow([f"{request.t:.3f}", int(prefix.key(n)[:15], 16), config.entry_bytes(n),
-                             index, n, warmup])
-            rows += 1
-        previous[request.session] = (total, prefix.key(total))
+            writer.writerow((time, prompt.key(n), config.entry_bytes(n), index, n, warmup,
+                             int(n % config.block_tokens != 0)))
+        rows += len(lengths)
     return rows
+
+
+@dataclass
+class EngineReplayResult:
+    """What :func:`replay_libcachesim` measured (warm-up requests excluded)."""
+
+    requests: int = 0
+    loaded_tokens: int = 0
+    per_request: list[int] = field(default_factory=list, repr=False)  # tokens loaded, every request
+
+
+def replay_libcachesim(rows: Iterable[Sequence[str]], cache) -> EngineReplayResult:
+    """Drive a libCacheSim ``cache`` (``libcachesim.LRU(cache_size=...)``...)
+    through rows of :func:`export_libcachesim` (without the header) the way
+    kvsim's engine uses its store: per request, load the longest stored
+    prefix (a hit on it, then on its stored aligned ancestors, shortest
+    first), then write each checkpoint past it that is not stored (a get that
+    admits it, evicting as the cache chooses).
+
+    >>> import io, csv
+    >>> from libcachesim import LRU  # doctest: +SKIP
+    >>> # replay_libcachesim(list(csv.reader(io.StringIO(text)))[1:], LRU(cache_size=budget))
+
+    Runtime complexity: O(rows) cache operations.
+    """
+    import libcachesim
+
+    result = EngineReplayResult()
+    req = libcachesim.Request()
+
+    def present(row, touch: bool) -> bool:
+        req.obj_id, req.obj_size, req.clock_time = row[1], row[2], row[0]
+        return cache.find(req, update_cache=touch) is not None
+
+    def flush(group: list) -> None:
+        if not group:
+            return
+        stored = [row for row in group if present(row, False)]
+        match = max(stored, key=lambda row: row[4]) if stored else None
+        loaded = match[4] if match else 0
+        if match is not None:
+            present(match, True)
+            for row in stored:  # its stored aligned ancestors, shortest first
+                if not row[6] and row[4] < loaded:
+                    present(row, True)
+        total = group[-1][4]
+        for row in group:
+            if row[4] > loaded and (not row[6] or row[4] == total) and not present(row, False):
+                req.obj_id, req.obj_size, req.clock_time = row[1], row[2], row[0]
+                cache.get(req)
+        if not group[0][5]:
+            result.requests += 1
+            result.loaded_tokens += loaded
+        result.per_request.append(loaded)
+
+    group: list = []
+    for raw in rows:
+        row = (int(float(raw[0])), int(raw[1]), int(raw[2]), int(raw[3]), int(raw[4]), int(raw[5]), int(raw[6]))
+        if group and row[3] != group[0][3]:
+            flush(group)
+            group = []
+        group.append(row)
+    flush(group)
+    return result

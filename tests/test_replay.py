@@ -108,7 +108,7 @@ def test_libcachesim_export_lists_every_checkpoint_lookup():
     sink = io.StringIO()
     rows = export_libcachesim(reqs, sink, ReplayConfig(capacity_bytes=1, policy="lru", profile=FLAT, block_tokens=4))
     lines = sink.getvalue().splitlines()
-    assert rows == 6 and lines[0] == "time,key,size,request,tokens,warmup"
+    assert rows == 6 and lines[0] == "time,key,size,request,tokens,warmup,tail"
     assert [l.split(",")[3:5] for l in lines[1:4]] == [["0", "4"], ["0", "8"], ["0", "10"]]
     first, second = [l.split(",") for l in lines[1:4]], [l.split(",") for l in lines[4:7]]
     assert [f[1:3] + f[4:] for f in first] == [s[1:3] + s[4:] for s in second]  # same keys, sizes, lengths

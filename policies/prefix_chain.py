@@ -98,7 +98,7 @@ from __future__ import annotations
 
 import math
 
-from sortedcontainers import SortedList
+import heapq
 
 from .base import EntryView, Policy
 
@@ -164,7 +164,7 @@ class PrefixChainPolicy(Policy):
         self.memory = memory
         self.hits = {k: [0.0] * self.BUCKETS for k in KINDS}
         self.ends = {k: [0.0] * self.BUCKETS for k in KINDS}
-        self._density: dict[str, list[float]] | None = None
+        self._density: dict[str, list[float]] = {}  # kind -> density per bucket, while still current
         self._spells = 0
         self._now = -math.inf
         self._last_use: dict[str, float] = {}
@@ -172,10 +172,17 @@ class PrefixChainPolicy(Policy):
         self._weight: dict[str, float] = {}
         self._extended: dict[str, int] = {}  # most stored aligned children seen
         self._group: dict[str, tuple[int, str, int]] = {}  # each eligible key -> (priority, kind, bucket)
-        self._by_weight: dict[tuple[int, str, int], SortedList] = {}  # (weight, last use, key)
-        self._by_age: dict[tuple[int, str, int], SortedList] = {}  # (last use, key)
+        # per group, two heaps with lazy deletion: an entry counts while its key is
+        # still linked in that group with that weight and last use (see _fresh_head)
+        self._by_weight: dict[tuple[int, str, int], list] = {}  # heap of (weight, last use, key)
+        self._by_age: dict[tuple[int, str, int], list] = {}  # heap of (last use, key)
+        self._live: dict[tuple[int, str, int], int] = {}  # keys linked in each group
         self._pending_rescore: dict[str, None] = {}  # an ordered set: runs repeat across processes
         self._idle = {k: [0] * self.BUCKETS for k in KINDS}  # eligible checkpoints per kind and age bucket
+        # when each group's oldest checkpoint crosses into an older bucket: a heap of
+        # (time, group), with the earliest time scheduled for each group
+        self._moves: list[tuple[float, tuple[int, str, int]]] = []
+        self._move_at: dict[tuple[int, str, int], float] = {}
         self._widths = [self.age_base * 2 ** b for b in range(self.BUCKETS)]
         self._mids = [self._bucket_start(b) + self._widths[b] / 2 for b in range(self.BUCKETS)]
 
@@ -204,30 +211,44 @@ class PrefixChainPolicy(Policy):
         return self._bucket_density(kind, self.bucket(age))
 
     def _bucket_density(self, kind: str, bucket: int) -> float:
-        if self._density is None:  # one pooled table when kinds are not learned
-            self._density = {k: self._densities(k) for k in (KINDS if self.learn_kinds else KINDS[:1])}
-        return self._density[kind if self.learn_kinds else KINDS[0]][bucket]
+        if not self.learn_kinds:  # one pooled table when kinds are not learned
+            kind = KINDS[0]
+        table = self._density.get(kind)
+        if table is None:  # computed on demand: a victim choice asks for the kinds it meets
+            table = self._density[kind] = self._densities(kind)
+        return table[bucket]
+
+    def _stale(self, kind: str) -> None:
+        """The statistics of ``kind`` changed: its densities are computed again when asked."""
+        if self.learn_kinds:
+            self._density.pop(kind, None)
+        else:
+            self._density.clear()
 
     def _densities(self, kind: str) -> list[float]:
-        kinds = (kind,) if self.learn_kinds else KINDS
-        hits = [sum(column) for column in zip(*(self.hits[k] for k in kinds))]
+        """Density of each age bucket of ``kind``. Runtime complexity: O(BUCKETS)."""
+        if self.learn_kinds:
+            hits = self.hits[kind]
+            ends = [e + i for e, i in zip(self.ends[kind], self._idle[kind])]
+        else:
+            hits = [sum(column) for column in zip(*(self.hits[k] for k in KINDS))]
+            ends = [sum(column) for column in zip(*(self.ends[k] for k in KINDS), *(self._idle[k] for k in KINDS))]
         # checkpoints still idle count as spells lasting at least their age so far:
         # without them, ages where nothing was ever evicted would look promising
-        ends = [sum(column) for column in zip(*(self.ends[k] for k in kinds), *(self._idle[k] for k in kinds))]
-        widths, mids = self._widths, self._mids
+        widths, mids, decay = self._widths, self._mids, self.prior_decay
         out = [0.0] * self.BUCKETS
         hit_sum = later_ends = later_time = 0.0
-        prior = 0.01 * self.prior_decay ** self.BUCKETS
-        for b in reversed(range(self.BUCKETS)):  # suffix sums
+        prior = 0.01 * decay ** self.BUCKETS
+        for b in range(self.BUCKETS - 1, -1, -1):  # suffix sums
             hit_sum += hits[b]
-            prior /= self.prior_decay
+            prior /= decay
             # expected idle time still to come, summed over spells that reached bucket b:
             # those ending (or still idle) in a later bucket, those within this one
             # (half its width on average), and a prior of one spell lasting its whole width
-            lifetime = (later_time - mids[b] * later_ends) + ends[b] * widths[b] / 2 + widths[b]
-            out[b] = (hit_sum + prior) / lifetime
-            later_ends += ends[b]
-            later_time += ends[b] * mids[b]
+            e, width, mid = ends[b], widths[b], mids[b]
+            out[b] = (hit_sum + prior) / ((later_time - mid * later_ends) + e * width / 2 + width)
+            later_ends += e
+            later_time += e * mid
         return out
 
     def kind(self, key: str) -> str:
@@ -273,35 +294,65 @@ class PrefixChainPolicy(Policy):
         kind, b = self._kind[key], self.bucket(now - self._last_use[key])
         self.hits[kind][b] += used
         self.ends[kind][b] += 1
-        self._density = None
+        self._stale(kind)
         self._spells += 1
         if self._spells % self.memory == 0:
             for k in KINDS:
                 self.hits[k] = [x / 2 for x in self.hits[k]]
                 self.ends[k] = [x / 2 for x in self.ends[k]]
+            self._density.clear()
 
     # ------------------------------------------------- the ordered buckets
     def _unlink(self, key: str) -> None:
+        """Take ``key`` out of its group (its heap entries go stale). O(1)."""
         group = self._group.pop(key, None)
         if group is None:
             return
-        by_weight, by_age = self._by_weight[group], self._by_age[group]
-        by_weight.remove((self._weight[key], self._last_use[key], key))
-        by_age.remove((self._last_use[key], key))
         self._idle[group[1]][group[2]] -= 1
-        if not by_age:
-            del self._by_weight[group], self._by_age[group]
+        self._stale(group[1])
+        self._live[group] -= 1
+        if not self._live[group]:
+            del self._by_weight[group], self._by_age[group], self._live[group]
 
     def _link(self, key: str, bucket: int | None = None) -> None:
+        """Put ``key`` in the group of its priority, kind and age bucket. O(log n)."""
         if bucket is None:
             bucket = self.bucket(self._now - self._last_use[key])
         group = (self.view.entry(key).priority, self._kind[key], bucket)
         self._group[key] = group
-        if group not in self._by_age:
-            self._by_weight[group], self._by_age[group] = SortedList(), SortedList()
-        self._by_weight[group].add((self._weight[key], self._last_use[key], key))
-        self._by_age[group].add((self._last_use[key], key))
+        last_use = self._last_use[key]
+        by_weight = self._by_weight.get(group)
+        if by_weight is None:
+            by_weight = self._by_weight[group] = []
+            self._by_age[group], self._live[group] = [], 0
+        heapq.heappush(by_weight, (self._weight[key], last_use, key))
+        heapq.heappush(self._by_age[group], (last_use, key))
+        self._live[group] += 1
         self._idle[group[1]][group[2]] += 1
+        self._stale(group[1])
+        if bucket < self.BUCKETS - 1:
+            self._schedule(group, last_use + self._bucket_start(bucket + 1))
+        if len(by_weight) > 2 * self._live[group] + 64:
+            self._compact(group)
+
+    def _compact(self, group: tuple[int, str, int]) -> None:
+        """Drop the stale entries of a group's heaps. O(entries)."""
+        live = {e for e in self._by_weight[group]
+                if self._group.get(e[2]) == group and self._weight[e[2]] == e[0] and self._last_use[e[2]] == e[1]}
+        self._by_weight[group] = sorted(live)
+        self._by_age[group] = sorted((e[1], e[2]) for e in live)
+
+    def _fresh_head(self, group: tuple[int, str, int], by_age: bool) -> tuple:
+        """The least entry of a group's heap that is not stale. Amortised O(log n)."""
+        heap = self._by_age[group] if by_age else self._by_weight[group]
+        group_of, last_use_of, weight_of = self._group, self._last_use, self._weight
+        while True:
+            head = heap[0]
+            key = head[-1]
+            if group_of.get(key) == group and (
+                    last_use_of[key] == head[0] if by_age else weight_of[key] == head[0] and last_use_of[key] == head[1]):
+                return head
+            heapq.heappop(heap)
 
     def _rescore(self, key: str) -> None:
         eligible = key in self._group
@@ -314,19 +365,60 @@ class PrefixChainPolicy(Policy):
         if eligible:
             self._link(key)
 
+    def _schedule(self, group: tuple[int, str, int], when: float) -> None:
+        """Make sure ``group`` is looked at by ``when``. O(log groups)."""
+        if when < self._move_at.get(group, math.inf):
+            self._move_at[group] = when
+            heapq.heappush(self._moves, (when, group))
+
     def _age(self, now: float) -> None:
-        """Move checkpoints whose idle time crossed into an older bucket."""
-        for group in sorted(self._by_age, key=lambda g: -g[2]):  # oldest first: each moves once
+        """Move checkpoints whose idle time crossed into an older bucket: only the
+        groups whose oldest checkpoint is due. Runtime complexity: O(log groups)
+        while none is, plus O(log n) per checkpoint moved."""
+        moves, move_at = self._moves, self._move_at
+        while moves and moves[0][0] <= now + 1e-9 * (1.0 + abs(now)):  # (a margin for a seconds clock)
+            when, group = heapq.heappop(moves)
+            if move_at.get(group) != when:
+                continue  # rescheduled earlier, or already handled
+            del move_at[group]
+            if group not in self._live:
+                continue  # emptied since
+            start = self._bucket_start(group[2] + 1)
+            cutoff = now - start
             priority, kind, b = group
-            if b == self.BUCKETS - 1:
-                continue
-            cutoff = now - self._bucket_start(b + 1)
-            by_age = self._by_age.get(group)
-            while by_age and by_age[0][0] <= cutoff:
+            self._stale(kind)
+            by_age, by_weight, live = self._by_age[group], self._by_weight[group], self._live
+            group_of, last_use_of, weight_of, idle = self._group, self._last_use, self._weight, self._idle[kind]
+            while True:
                 last_use, key = by_age[0]
-                self._unlink(key)
-                self._link(key, max(b + 1, self.bucket(now - last_use)))
-                by_age = self._by_age.get(group)
+                if group_of.get(key) != group or last_use_of[key] != last_use:
+                    heapq.heappop(by_age)  # stale
+                    continue
+                if last_use > cutoff:
+                    self._schedule(group, last_use + start)
+                    break
+                heapq.heappop(by_age)  # move it: unlinked here, linked in its new bucket
+                new = max(b + 1, self.bucket(now - last_use))
+                target = (priority, kind, new)
+                group_of[key] = target
+                idle[b] -= 1
+                idle[new] += 1
+                live[group] -= 1
+                if target not in live:
+                    self._by_weight[target], self._by_age[target], live[target] = [], [], 0
+                heapq.heappush(self._by_weight[target], (weight_of[key], last_use, key))
+                heapq.heappush(self._by_age[target], (last_use, key))
+                live[target] += 1
+                if len(self._by_weight[target]) > 2 * live[target] + 64:
+                    self._compact(target)
+                if new < self.BUCKETS - 1:
+                    self._schedule(target, last_use + self._bucket_start(new + 1))
+                if not live[group]:
+                    del self._by_weight[group], self._by_age[group], live[group]
+                    break
+                if len(by_weight) > 2 * live[group] + 64:  # (the target is compacted when next linked)
+                    self._compact(group)
+                    by_age, by_weight = self._by_age[group], self._by_weight[group]
 
     def _use(self, key: str, now: float, used: float) -> None:
         now = self._time(now, True)
@@ -392,14 +484,21 @@ class PrefixChainPolicy(Policy):
         if not self._group:
             return None
         self._age(self._now)
-        self._density = None  # the idle checkpoints moved on
-        lowest = min(group[0] for group in self._by_age)
+        lowest = min(group[0] for group in self._live)
+        group_of, weight_of, last_use_of = self._group, self._weight, self._last_use
         best: tuple[float, float, str] | None = None
-        for (priority, kind, b), by_weight in self._by_weight.items():
+        density = self._bucket_density
+        for group in self._live:
+            priority, kind, b = group
             if priority != lowest:
                 continue
-            weight, last_use, key = by_weight[0]
-            candidate = (self._bucket_density(kind, b) * weight, last_use, key)
+            heap = self._by_weight[group]
+            while True:  # the least entry that is not stale (see _fresh_head)
+                weight, last_use, key = heap[0]
+                if group_of.get(key) == group and weight_of[key] == weight and last_use_of[key] == last_use:
+                    break
+                heapq.heappop(heap)
+            candidate = (density(kind, b) * weight, last_use, key)
             if best is None or candidate < best:
                 best = candidate
         return best[2]
@@ -408,11 +507,13 @@ class PrefixChainPolicy(Policy):
         assert set(self._group) <= set(self._last_use)
         assert set(self._last_use) == set(self._kind) == set(self._weight) >= set(self._extended)
         count = 0
-        for group, by_age in self._by_age.items():
-            assert by_age and len(by_age) == len(self._by_weight[group])
-            for last_use, key in by_age:
-                assert self._group[key] == group and self._last_use[key] == last_use
-                count += 1
+        for group, live in self._live.items():
+            members = {key for key, g in self._group.items() if g == group}
+            assert live == len(members) > 0
+            fresh = {e[2] for e in self._by_weight[group]
+                     if self._weight.get(e[2]) == e[0] and self._last_use.get(e[2]) == e[1]} & members
+            assert fresh == members == {e[1] for e in self._by_age[group] if self._last_use.get(e[1]) == e[0]} & members
+            count += live
         assert count == len(self._group)
         for kind in KINDS:
             for b in range(self.BUCKETS):

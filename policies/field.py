@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import numpy as np
+
 from .base import EntryView, Policy
 from .lru import LRUPolicy
 
@@ -99,6 +101,13 @@ class MarconiPolicy(Policy):
     ancestor at ``a``: ``(t - a) + (t**2 - a**2) / (2 * context_scale)`` (linear
     layers plus attention), per byte.
 
+    Min-max normalisation is over all eligible checkpoints, so the order
+    changes with every victim; the victim is chosen with numpy over arrays of
+    the eligible checkpoints' last use and efficiency. Each checkpoint's
+    nearest stored ancestor is kept up to date as checkpoints come and go.
+    Runtime complexity: O(n) in C per victim; O(log n) per hit; per insert or
+    removal, O(checkpoints whose nearest stored ancestor it shares or was).
+
     :param alpha: weight of FLOP efficiency against recency.
     :param context_scale: context length at which attention costs as much as the rest.
     """
@@ -112,43 +121,139 @@ class MarconiPolicy(Policy):
         self.alpha = float(alpha)
         self.context_scale = float(context_scale)
         self._last_use: dict[str, float] = {}
-        self._eligible: set[str] = set()
+        self._efficiency: dict[str, float] = {}
+        self._nearest: dict[str, str | None] = {}  # stored key -> its nearest stored ancestor
+        self._below: dict[str | None, set[str]] = {}  # stored key (None: none) -> keys it is nearest of
+        self._slot: dict[str, int] = {}  # eligible key -> its index in the arrays
+        self._keys: list[str | None] = []
+        self._free: list[int] = []
+        self._recency = np.zeros(0)
+        self._eff = np.zeros(0)
+        self._priority = np.zeros(0, dtype=np.int64)
+        self._used = np.zeros(0, dtype=bool)
 
-    def on_insert(self, key: str, now: float) -> None:
-        self._last_use[key] = now
+    # ----------------------------------------------------- nearest ancestors
+    def _compute(self, key: str) -> None:
+        entry = self.view.entry(key)
+        nearest = self._nearest[key]
+        a = self.view.entry(nearest).tokens if nearest is not None else 0
+        t = entry.tokens
+        self._efficiency[key] = ((t - a) + (t * t - a * a) / (2 * self.context_scale)) / max(1, entry.size)
+        slot = self._slot.get(key)
+        if slot is not None:
+            self._eff[slot] = self._efficiency[key]
 
-    def on_hit(self, key: str, now: float) -> None:
-        self._last_use[key] = now
-
-    def on_prefix_hit(self, key: str, now: float) -> None:
-        self._last_use[key] = now
-
-    def on_eligible(self, key: str, eligible: bool) -> None:
-        (self._eligible.add if eligible else self._eligible.discard)(key)
-
-    def on_remove(self, key: str) -> None:
-        self._eligible.discard(key)
-        self._last_use.pop(key, None)
+    def _set_nearest(self, key: str, nearest: str | None) -> None:
+        self._nearest[key] = nearest
+        self._below.setdefault(nearest, set()).add(key)
+        self._compute(key)
 
     def flop_efficiency(self, key: str) -> float:
+        """FLOPs saved per byte over the nearest stored ancestor."""
+        return self._efficiency[key]
+
+    # ---------------------------------------------------------------- slots
+    def _place(self, key: str) -> None:
+        if not self._free:
+            old = len(self._keys)
+            new = max(64, 2 * old)
+            self._keys.extend([None] * (new - old))
+            self._free.extend(range(new - 1, old - 1, -1))
+            for name in ("_recency", "_eff", "_priority", "_used"):
+                array = getattr(self, name)
+                grown = np.zeros(new, dtype=array.dtype)
+                grown[:old] = array
+                setattr(self, name, grown)
+        slot = self._free.pop()
+        self._slot[key] = slot
+        self._keys[slot] = key
+        self._recency[slot] = self._last_use[key]
+        self._eff[slot] = self._efficiency[key]
+        self._priority[slot] = self.view.entry(key).priority
+        self._used[slot] = True
+
+    def _vacate(self, key: str) -> None:
+        slot = self._slot.pop(key, None)
+        if slot is not None:
+            self._used[slot] = False
+            self._keys[slot] = None
+            self._free.append(slot)
+
+    # --------------------------------------------------------------- events
+    def on_insert(self, key: str, now: float) -> None:
+        self._last_use[key] = now
         entry = self.view.entry(key)
-        ancestor = self.view.nearest_stored_ancestor(key)
-        a = self.view.entry(ancestor).tokens if ancestor is not None else 0
-        t = entry.tokens
-        return ((t - a) + (t * t - a * a) / (2 * self.context_scale)) / max(1, entry.size)
+        nearest = self.view.nearest_stored_ancestor(key)
+        self._set_nearest(key, nearest)
+        if entry.is_tail:
+            return  # a tail is nobody's ancestor
+        depth = len(entry.ancestors)  # where this key sits in a descendant's ancestors
+        siblings = self._below[nearest]
+        moved = [k for k in siblings if k != key and len(a := self.view.entry(k).ancestors) > depth
+                 and a[depth] == key]
+        for k in moved:
+            siblings.discard(k)
+            self._set_nearest(k, key)
+
+    def _touch(self, key: str, now: float) -> None:
+        self._last_use[key] = now
+        slot = self._slot.get(key)
+        if slot is not None:
+            self._recency[slot] = now
+
+    def on_hit(self, key: str, now: float) -> None:
+        self._touch(key, now)
+
+    def on_prefix_hit(self, key: str, now: float) -> None:
+        self._touch(key, now)
+
+    def on_eligible(self, key: str, eligible: bool) -> None:
+        if eligible and key not in self._slot:
+            self._place(key)
+        elif not eligible:
+            self._vacate(key)
+
+    def on_remove(self, key: str) -> None:
+        self._vacate(key)
+        self._last_use.pop(key, None)
+        self._efficiency.pop(key, None)
+        nearest = self._nearest.pop(key, None)
+        above = self._below.get(nearest)
+        if above is not None:
+            above.discard(key)
+        for k in sorted(self._below.pop(key, ()), key=str):  # they now hang from this key's nearest
+            self._set_nearest(k, nearest)
+        if not self._below.get(nearest, True):
+            del self._below[nearest]
 
     def victim(self, now: float) -> str | None:
-        if not self._eligible:
+        if not self._slot:
             return None
-        lowest = min(self.view.entry(k).priority for k in self._eligible)
-        keys = [k for k in self._eligible if self.view.entry(k).priority == lowest]
-        recency = {k: self._last_use[k] for k in keys}
-        efficiency = {k: self.flop_efficiency(k) for k in keys}
+        used = self._used
+        priority = self._priority[used]
+        recency, efficiency = self._recency[used], self._eff[used]
+        slots = np.flatnonzero(used)
+        lowest = priority.min()
+        if priority.max() != lowest:
+            keep = priority == lowest
+            recency, efficiency, slots = recency[keep], efficiency[keep], slots[keep]
 
-        def normalise(values: dict[str, float]) -> dict[str, float]:
-            lo, hi = min(values.values()), max(values.values())
+        def normalise(values: np.ndarray) -> np.ndarray:
+            lo, hi = values.min(), values.max()
             span = hi - lo
-            return {k: (v - lo) / span if span > 0 else 0.0 for k, v in values.items()}
+            return (values - lo) / span if span > 0 else np.zeros(len(values))
 
-        r, e = normalise(recency), normalise(efficiency)
-        return min(keys, key=lambda k: (r[k] + self.alpha * e[k], recency[k], k))
+        score = normalise(recency) + self.alpha * normalise(efficiency)
+        best = np.flatnonzero(score == score.min())
+        if len(best) > 1:  # ties: the older last use, then the smaller key
+            best = best[recency[best] == recency[best].min()]
+        return min(self._keys[int(s)] for s in slots[best])
+
+    def _check(self) -> None:
+        for key, nearest in self._nearest.items():
+            assert nearest == self.view.nearest_stored_ancestor(key), key
+            assert key in self._below[nearest], key
+        for key, slot in self._slot.items():
+            assert self._keys[slot] == key and self._used[slot]
+            assert self._recency[slot] == self._last_use[key] and self._eff[slot] == self._efficiency[key]
+        assert int(self._used.sum()) == len(self._slot)

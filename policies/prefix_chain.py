@@ -185,6 +185,7 @@ class PrefixChainPolicy(Policy):
         self._move_at: dict[tuple[int, str, int], float] = {}
         self._widths = [self.age_base * 2 ** b for b in range(self.BUCKETS)]
         self._mids = [self._bucket_start(b) + self._widths[b] / 2 for b in range(self.BUCKETS)]
+        self._starts = [self._bucket_start(b) for b in range(self.BUCKETS + 1)]
 
     # ------------------------------------------------------------ the model
     def _time(self, now: float, event: bool) -> float:
@@ -331,7 +332,7 @@ class PrefixChainPolicy(Policy):
         self._idle[group[1]][group[2]] += 1
         self._stale(group[1])
         if bucket < self.BUCKETS - 1:
-            self._schedule(group, last_use + self._bucket_start(bucket + 1))
+            self._schedule(group, last_use + self._starts[bucket + 1])
         if len(by_weight) > 2 * self._live[group] + 64:
             self._compact(group)
 
@@ -383,7 +384,7 @@ class PrefixChainPolicy(Policy):
             del move_at[group]
             if group not in self._live:
                 continue  # emptied since
-            start = self._bucket_start(group[2] + 1)
+            start = self._starts[group[2] + 1]
             cutoff = now - start
             priority, kind, b = group
             self._stale(kind)
@@ -412,7 +413,7 @@ class PrefixChainPolicy(Policy):
                 if len(self._by_weight[target]) > 2 * live[target] + 64:
                     self._compact(target)
                 if new < self.BUCKETS - 1:
-                    self._schedule(target, last_use + self._bucket_start(new + 1))
+                    self._schedule(target, last_use + self._starts[new + 1])
                 if not live[group]:
                     del self._by_weight[group], self._by_age[group], live[group]
                     break
@@ -487,7 +488,7 @@ class PrefixChainPolicy(Policy):
         lowest = min(group[0] for group in self._live)
         group_of, weight_of, last_use_of = self._group, self._weight, self._last_use
         best: tuple[float, float, str] | None = None
-        density = self._bucket_density
+        tables: dict[str, list[float]] = {}
         for group in self._live:
             priority, kind, b = group
             if priority != lowest:
@@ -498,7 +499,11 @@ class PrefixChainPolicy(Policy):
                 if group_of.get(key) == group and weight_of[key] == weight and last_use_of[key] == last_use:
                     break
                 heapq.heappop(heap)
-            candidate = (density(kind, b) * weight, last_use, key)
+            table = tables.get(kind)
+            if table is None:
+                self._bucket_density(kind, 0)  # (computes the kind's table when it is stale)
+                table = tables[kind] = self._density[kind if self.learn_kinds else KINDS[0]]
+            candidate = (table[b] * weight, last_use, key)
             if best is None or candidate < best:
                 best = candidate
         return best[2]

@@ -1,63 +1,131 @@
-"""Replay speed and memory of the simulator on a large generated trace.
+"""Replay speed of kvsim, side by side with libCacheSim, and a full sweep's wall time.
 
-    python bench/bench_replay.py [--requests N] [--policy NAME] [--capacity 5%]
+    .venv/bin/python bench/bench_replay.py [--trace FILE] [--sweep-requests N] [--jobs 2]
 
-Generates an OpenClaw-like trace of about N requests (default 100,000) into a
-temp file, then replays it streaming through the eviction manager, printing
-requests per second, time per request relative to only hashing its prompt
-(the floor: keys must be computed), the projected time for 1,000,000 requests
-and the peak resident memory.
+Part 1, on one trace (default: the shipped ``openclaw-strip-history``), with
+its keys computed once:
+
+- libCacheSim's LRU over ``kvsim export libcachesim`` of the trace, through
+  its own C reader: object rows per second (best of three);
+- kvsim's ``lru`` replaying the same trace: the same rows per second, and the
+  ratio to libCacheSim's (goal: at least 0.1);
+- kvsim's default ``prefix-chain``: its rate relative to ``lru`` (goal: at
+  least 0.5).
+
+Part 2: ``kvsim sweep`` of a generated OpenClaw trace of about N requests
+(default 100,000) over every online policy at 5%,10%,25%,50% with ``--jobs``,
+run as a user runs it: wall time, the time to hash the trace's keys, peak
+memory of the command and of one worker, and the time projected linearly to
+1,000,000 requests.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
+import csv
+import io
 import os
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 
-from kvstore.keys import Namespace
-from simulator.costmodel import PROFILES
-from simulator.generators.openclaw import OpenClawConfig, generate
-from simulator.replay import ReplayConfig, replay
-from simulator.sweep import resolve_capacity
-from simulator.tokens import TokenMaterializer
-from simulator.trace import read_trace, write_trace
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from policies.registry import online  # noqa: E402
+from simulator.costmodel import PROFILES  # noqa: E402
+from simulator.interop import export_libcachesim  # noqa: E402
+from simulator.keyed import KeyedTrace  # noqa: E402
+from simulator.replay import ReplayConfig, replay  # noqa: E402
+from simulator.trace import load_trace  # noqa: E402
+
+SHIPPED = os.path.join(os.path.dirname(HERE), "traces", "openclaw-strip-history.jsonl")
+
+
+def best_of(n: int, fn) -> float:
+    times = []
+    for _ in range(n):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def part_rates(trace: str, share: float) -> None:
+    import libcachesim as lcs
+
+    requests = load_trace(trace)
+    started = time.perf_counter()
+    keys = KeyedTrace.build(requests)
+    hashing = time.perf_counter() - started
+    base = ReplayConfig(capacity_bytes=1, policy="lru", profile=PROFILES["ds4"])
+    working_set = keys.working_set_bytes(base.entry_bytes)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "export.csv")
+        with open(path, "w", newline="") as sink:
+            rows = export_libcachesim(None, sink, base, keys=keys)
+        params = lcs.ReaderInitParam(has_header=True, has_header_set=True, delimiter=",")
+        params.time_field, params.obj_id_field, params.obj_size_field = 1, 2, 3
+        config = {p: ReplayConfig(capacity_bytes=int(working_set * share), policy=p, profile=PROFILES["ds4"])
+                  for p in ("lru", "prefix-chain")}
+        budget = config["lru"].budget()
+
+        def libcachesim_lru():
+            reader = lcs.TraceReader(path, lcs.TraceType.CSV_TRACE, reader_init_params=params)
+            lcs.LRU(cache_size=budget).process_trace(reader)
+
+        theirs = best_of(3, libcachesim_lru)
+    ours = {p: best_of(3, lambda p=p: replay(None, config[p], keys=keys)) for p in config}
+    print(f"trace {os.path.basename(trace)}: {len(requests):,} requests, {rows:,} checkpoint rows, "
+          f"capacity {share:.0%} of the working set; keys hashed once in {hashing:.2f} s")
+    print(f"  libCacheSim LRU (C reader + cache):  {rows / theirs:>10,.0f} rows/s")
+    print(f"  kvsim lru (keys computed):           {rows / ours['lru']:>10,.0f} rows/s   "
+          f"ratio to libCacheSim {theirs / ours['lru']:.2f}  (goal >= 0.10)")
+    print(f"  kvsim prefix-chain:                  {rows / ours['prefix-chain']:>10,.0f} rows/s   "
+          f"ratio to kvsim lru {ours['lru'] / ours['prefix-chain']:.2f}  (goal >= 0.50)")
+
+
+def part_sweep(requests: int, jobs: int) -> None:
+    kvsim = [sys.executable, "-m", "simulator.cli"]
+    sessions = max(1, requests // 28)  # about 28 requests per generated session
+    with tempfile.TemporaryDirectory() as tmp:
+        trace = os.path.join(tmp, "openclaw.jsonl")
+        started = time.perf_counter()
+        subprocess.run([*kvsim, "generate", "openclaw", "-o", trace, "--sessions", str(sessions), "--seed", "11",
+                        "--session-gap", "30"], check=True, cwd=os.path.dirname(HERE))
+        generated = time.perf_counter() - started
+        count = sum(1 for _ in open(trace)) - 1
+        started = time.perf_counter()
+        KeyedTrace.build(load_trace(trace))
+        hashing = time.perf_counter() - started
+        policies = ",".join(online())
+        started = time.perf_counter()
+        done = subprocess.run([*kvsim, "sweep", trace, "--capacities", "5%,10%,25%,50%", "--policies", policies,
+                               "--jobs", str(jobs), "--json"], check=True, cwd=os.path.dirname(HERE),
+                              stdout=subprocess.PIPE)
+        wall = time.perf_counter() - started
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"sweep of a generated OpenClaw trace: {count:,} requests (generated in {generated:.0f} s), "
+          f"{len(online())} online policies x 4 capacities, --jobs {jobs}")
+    print(f"  wall time {wall / 60:.1f} min (of which hashing the keys once: {hashing:.0f} s); "
+          f"projected for 1,000,000 requests: {wall * 1_000_000 / count / 60:.0f} min (goal < 30)")
+    print(f"  peak resident memory of the largest process: {children:,.0f} MiB; results "
+          f"{len(done.stdout):,} bytes of JSON")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=100_000)
-    parser.add_argument("--policy", default="prefix-chain")
-    parser.add_argument("--capacity", default="2TiB")
+    parser.add_argument("--trace", default=SHIPPED, help="trace for the rates (default: shipped strip-history)")
+    parser.add_argument("--capacity", type=float, default=0.05, help="share of the working set (default 0.05)")
+    parser.add_argument("--sweep-requests", type=int, default=100_000,
+                        help="requests of the generated sweep trace (0: skip part 2)")
+    parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()
-    sessions = max(1, args.requests // 27)  # about 27 requests per generated session
-    path = os.path.join(tempfile.mkdtemp(prefix="kvsim-bench-"), "trace.jsonl")
-    started = time.perf_counter()
-    count = write_trace(path, generate(OpenClawConfig(sessions=sessions, session_gap_s=30, seed=1)))
-    print(f"generated {count:,} requests in {time.perf_counter() - started:.1f} s")
-
-    ns = Namespace("kvsim")
-    tokens_of = TokenMaterializer()
-    started = time.perf_counter()
-    for request in read_trace(path):
-        hashlib.sha1(ns.salt + tokens_of.tokens(request.prompt).tobytes()).digest()
-    hash_only = time.perf_counter() - started
-
-    config = ReplayConfig(capacity_bytes=resolve_capacity(args.capacity, None), policy=args.policy,
-                          profile=PROFILES["ds4"])
-    started = time.perf_counter()
-    metrics = replay(read_trace(path), config)
-    elapsed = time.perf_counter() - started
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"replayed {metrics.requests:,} requests with {args.policy} at {args.capacity}: {elapsed:.1f} s, "
-          f"{metrics.requests / elapsed:,.0f} requests/s, {metrics.evictions:,} evictions")
-    print(f"replay / (read + materialise + hash only): {elapsed / hash_only:.2f}x")
-    print(f"projected for 1,000,000 requests: {1_000_000 / (metrics.requests / elapsed) / 60:.1f} min")
-    print(f"peak resident memory: {peak_mib:,.0f} MiB")
-    os.unlink(path)
+    part_rates(args.trace, args.capacity)
+    if args.sweep_requests:
+        part_sweep(args.sweep_requests, args.jobs)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ Prints, for a prompt of ``--tokens`` tokens:
   share of a checkpointing prefill spent saving, with durable writes and with
   ``durable=False`` (the store's background writer);
 - zstd compression ratio and speed on a real checkpoint at a few levels, plain
-  and with the bytes of each fp16 value split into two planes first.
+  and with the bytes of each fp16 value split into two planes first;
+- ``kvsim calibrate llama`` on the same model: the fitted profile and the
+  fit error of its prefill model at each measured point.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import numpy as np
 import zstandard
 
 from kvstore.adapters.llama_cpp import CachedLlama, kv_state, open_store, smollm2_model_path
-from pagecache import drop_page_cache
+from kvstore.pagecache import drop_page_cache
 
 
 def main() -> None:
@@ -115,6 +117,17 @@ def main() -> None:
                 print(f"  zstd -{level} {label:<17} ratio {len(data) / len(packed):5.3f}  "
                       f"compress {len(data) / packed_s / 2**20:7.0f} MiB/s  "
                       f"decompress {len(data) / unpacked_s / 2**20:7.0f} MiB/s")
+        from simulator.engine import calibrate_llama
+
+        calibration = calibrate_llama(smollm2_model_path(), n_ctx=max(2048, args.tokens + 64),
+                                      threads=args.threads)
+        p = calibration.profile
+        print(f"  calibration: prefill {p.prefill_tps:,.0f} tok/s at empty context, halving at "
+              f"{p.context_halving:,.0f} tokens, decode {p.decode_tps:,.0f} tok/s, "
+              f"{p.kv_bytes_per_token:,} bytes/token + {p.fixed_bytes:,}")
+        errors = ", ".join(f"{a}->{b} {e:+.1%}" for (a, b, _), e in zip(calibration.prefill,
+                                                                         calibration.prefill_errors()))
+        print(f"  calibration fit error: largest {calibration.fit_error:.1%} ({errors})")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

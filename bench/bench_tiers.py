@@ -25,7 +25,7 @@ import numpy as np
 
 from kvstore import CheckpointStore
 from kvstore.store import _ColdTier
-from pagecache import drop_page_cache
+from kvstore.pagecache import drop_page_cache
 
 MiB = 1 << 20
 

@@ -448,6 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-o", "--output", required=True)
     e.set_defaults(func=cmd_export)
 
+    from .engine_cli import add_engine_commands
+    add_engine_commands(sub)
+
     p = sub.add_parser("profiles", help="list cost profiles")
     p.add_argument("--file", help="also list the profiles of this TOML file")
     p.add_argument("--json", action="store_true")

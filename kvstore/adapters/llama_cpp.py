@@ -82,6 +82,9 @@ class PrefillResult:
     :param load_seconds: part of ``seconds`` spent reading and restoring.
     :param save_seconds: part of ``seconds`` spent copying out and storing checkpoints.
     :param saved: checkpoints written (the store may decline some).
+    :param matched_tokens: length of the stored prefix the store matched:
+        ``loaded_tokens``, or one more when it held the whole prompt (its last
+        token is evaluated again to get its logits back).
 
     >>> PrefillResult(0, 10, 0.5).tokens
     10
@@ -93,6 +96,12 @@ class PrefillResult:
     load_seconds: float = 0.0
     save_seconds: float = 0.0
     saved: int = 0
+    matched_tokens: int = 0
+
+    @property
+    def eval_seconds(self) -> float:
+        """Seconds the model spent evaluating tokens (neither loading nor saving)."""
+        return max(0.0, self.seconds - self.load_seconds - self.save_seconds)
 
     @property
     def tokens(self) -> int:
@@ -235,7 +244,7 @@ class CachedLlama:
             raise ValueError(f"len(tokens)={len(prompt)} exceeds the context size "
                              f"n_ctx={self.llama.n_ctx()}")
         started = time.perf_counter()
-        loaded = self._restore_longest(prompt)
+        loaded = matched = self._restore_longest(prompt)
         load_seconds = time.perf_counter() - started
         end, block = len(prompt), self.store.block_tokens
         restored_all = loaded == end
@@ -258,7 +267,7 @@ class CachedLlama:
         return PrefillResult(
             loaded_tokens=loaded, prefilled_tokens=end - loaded,
             seconds=time.perf_counter() - started, load_seconds=load_seconds,
-            save_seconds=save_seconds, saved=saved)
+            save_seconds=save_seconds, saved=saved, matched_tokens=matched)
 
     def state_bytes(self) -> np.ndarray:
         """The model's current KV state of sequence 0, as a ``uint8`` array."""

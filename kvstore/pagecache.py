@@ -1,4 +1,4 @@
-"""Shared by the benchmarks: make the next read of a store's files come from the device.
+"""Make the next read of a store's files come from the device (benchmarks, calibration).
 
 >>> import tempfile; drop_page_cache(tempfile.mkdtemp())
 """

@@ -194,26 +194,34 @@ def cmd_validate(args) -> int:
     if args.json:
         print(json.dumps({"profile": profile.as_dict(), "results": rows}, indent=2))
         return 0
-    from rich import box
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table(box=box.SIMPLE_HEAD, title=f"{os.path.basename(args.trace)} at {args.capacity} "
-                  f"({capacity / 2**20:,.0f} MiB) on {os.path.basename(_model_path(args.model))}")
-    table.add_column("policy", no_wrap=True)
-    for header in ("re-prefill s\nmeasured", "\npredicted", "\nerror", "TTFT p50 s\nmeasured", "\npredicted",
-                   "\nerror", "same\nreloads"):
-        table.add_column(header, justify="right", no_wrap=True)
-    for r in rows:
-        table.add_row(r["policy"], f"{r['measured_reprefill_s']:.2f}", f"{r['predicted_reprefill_s']:.2f}",
-                      f"{r['reprefill_error']:+.1%}", f"{r['measured_ttft_p50']:.3f}",
-                      f"{r['predicted_ttft_p50']:.3f}", f"{r['ttft_p50_error']:+.1%}",
-                      f"{'yes' if r['identical_reloads'] else 'NO'} ({r['requests_with_identical_reloads']}"
-                      f"/{r['requests']})")
-    Console().print(table)
+    Console().print(validate_table(rows, f"{os.path.basename(args.trace)} at {args.capacity} "
+                                         f"({capacity / 2**20:,.0f} MiB) on "
+                                         f"{os.path.basename(_model_path(args.model))}"))
     print(f"profile {profile.name}: prefill {profile.prefill_tps:,.0f} tok/s at empty context, halving at "
           f"{profile.context_halving:,.0f} tokens; {profile.kv_bytes_per_token:,.0f} bytes/token")
     return 0 if all(r["identical_reloads"] for r in rows) else 1
+
+
+def validate_table(rows: list[dict], title: str):
+    """The measured-vs-predicted table of ``kvsim validate`` (fits 80 columns)."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, title=title)
+    table.add_column("policy", no_wrap=True)
+    for header in ("re-prefill s\nmeas. → pred.", "\nerror", "TTFT p50 s\nmeas. → pred.", "\nerror",
+                   "same\nreloads"):
+        table.add_column(header, justify="right", no_wrap=True)
+    for r in rows:
+        table.add_row(r["policy"], f"{r['measured_reprefill_s']:.2f} → {r['predicted_reprefill_s']:.2f}",
+                      f"{r['reprefill_error']:+.1%}",
+                      f"{r['measured_ttft_p50']:.3f} → {r['predicted_ttft_p50']:.3f}",
+                      f"{r['ttft_p50_error']:+.1%}",
+                      f"{'yes' if r['identical_reloads'] else 'NO'} {r['requests_with_identical_reloads']}"
+                      f"/{r['requests']}")
+    return table
 
 
 def _engine_options(p: argparse.ArgumentParser) -> None:

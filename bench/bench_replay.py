@@ -22,8 +22,6 @@ memory of the command and of one worker, and the time projected linearly to
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import os
 import resource
 import subprocess

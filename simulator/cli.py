@@ -28,7 +28,7 @@ from .costmodel import PROFILES, get_profile, load_profiles
 from .keyed import KeyedTrace
 from .replay import ReplayConfig, working_set_bytes
 from .sweep import RunSpec, parse_policies, parse_size, resolve_capacity, run, sweep
-from .trace import TraceError, load_trace, read_trace, scaled, write_trace
+from .trace import TraceError, read_trace, scaled, write_trace
 
 __all__ = ["main"]
 
@@ -114,15 +114,20 @@ def _replay_config(args) -> ReplayConfig:
                         layout=args.layout, block_tokens=args.block_tokens, write_tail=not args.no_tail)
 
 
-def _keys(args, requests=None) -> KeyedTrace:
-    """The trace's keys, hashed once for every run of the command (progress bar on stderr)."""
+def _count_requests(path: str) -> int:
+    """Lines of a trace file (an upper bound of its requests, for a progress bar)."""
+    with open(path, "rb") as fh:
+        return sum(1 for _ in fh)
+
+
+def _keys(args) -> KeyedTrace:
+    """The trace's keys, hashed once for every run of the command, streaming
+    the file (memory: the compact keys, not the requests); progress on stderr."""
     config = _replay_config(args)
-    if requests is None:
-        requests = load_trace(args.trace)
-    progress, task = _progress_runner(len(requests), "hashing prompts")
+    progress, task = _progress_runner(_count_requests(args.trace), "hashing prompts")
     with progress:
-        return KeyedTrace.build(requests, block_tokens=config.block_tokens, namespace=config.namespace,
-                                write_tail=config.write_tail, source=args.trace,
+        return KeyedTrace.build(read_trace(args.trace), block_tokens=config.block_tokens,
+                                namespace=config.namespace, write_tail=config.write_tail, source=args.trace,
                                 progress=lambda n: progress.update(task, completed=n))
 
 
@@ -151,14 +156,16 @@ def cmd_simulate(args) -> int:
         backend = StoreBackend.at(args.store_dir)
     elif args.store_dir:
         raise SystemExit("kvsim simulate: --store-dir goes with --backend store")
-    requests = load_trace(args.trace)  # read once, hashed once (a percentage needs the working set first)
-    keys = None if backend is not None else _keys(args, requests)
+    keys = None if backend is not None else _keys(args)  # hashed once, the working set included
+    empty = len(keys) == 0 if keys is not None else not any(True for _ in read_trace(args.trace))
+    if empty:
+        raise TraceError(f"{args.trace} holds no requests (an empty file, or a header line only)")
     working_set = None
     if args.capacity.strip().endswith("%"):
         working_set = (keys.working_set_bytes(_replay_config(args).entry_bytes) if keys is not None
-                       else working_set_bytes(requests, _replay_config(args)))
+                       else working_set_bytes(read_trace(args.trace), _replay_config(args)))
     spec = _spec(args, args.policy, args.capacity, working_set)
-    total = len(requests)
+    total = len(keys) if keys is not None else _count_requests(args.trace)
     sink = open(args.requests, "w", encoding="utf-8") if args.requests else None
 
     def on_request(r):
@@ -171,7 +178,7 @@ def cmd_simulate(args) -> int:
         with progress:
             result = run(spec, on_request=on_request if sink else None,
                          progress=lambda n: progress.update(task, completed=n), backend=backend,
-                         requests=requests, keys=keys)
+                         keys=keys)
         if backend is not None and result.get("index_room_evictions"):
             print(f"note: the store evicted {result['index_room_evictions']} checkpoints to keep its index "
                   f"from filling, which the simulator does not model; give it a larger --index-bytes",
@@ -303,7 +310,7 @@ def cmd_export(args) -> int:
 
     config = _replay_config(args)
     with open(args.output, "w", encoding="utf-8", newline="") as sink:
-        rows = export_libcachesim(load_trace(args.trace), sink, config)
+        rows = export_libcachesim(read_trace(args.trace), sink, config)
     print(f"wrote {rows} object requests to {args.output}", file=sys.stderr)
     return 0
 

@@ -25,7 +25,6 @@ of a sweep share one copy through the page cache.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -317,12 +316,3 @@ class KeyedTrace:
         arrays = {name: np.load(os.path.join(directory, f"{name}.npy"), mmap_mode="r", allow_pickle=False)
                   for name in _ARRAYS}
         return cls(arrays, meta["sessions"], meta)
-
-
-def trace_digest(path: str | os.PathLike) -> str:
-    """SHA1 of a trace file's bytes: what its keys depend on."""
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

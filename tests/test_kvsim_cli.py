@@ -109,20 +109,20 @@ def _count_hashing(tmp_path, monkeypatch):
     requests = generate(OpenClawConfig(sessions=3, turns=(2, 3), seed=5))
     write_trace(trace, requests)
     hashed, reads = [], []
-    real_keys, real_load = simulator.keyed.PrefixKeys, simulator.cli.load_trace
+    real_keys, real_read = simulator.keyed.PrefixKeys, simulator.cli.read_trace
 
     class CountingKeys(real_keys):
         def __init__(self, *args, **kwargs):
             hashed.append(1)
             super().__init__(*args, **kwargs)
 
-    def counting_load(path):
+    def counting_read(path):
         reads.append(path)
-        return real_load(path)
+        return real_read(path)
 
     for module in (simulator.keyed, simulator.replay):
         monkeypatch.setattr(module, "PrefixKeys", CountingKeys)
-    monkeypatch.setattr(simulator.cli, "load_trace", counting_load)
+    monkeypatch.setattr(simulator.cli, "read_trace", counting_read)
     return hashed, reads, requests, trace
 
 

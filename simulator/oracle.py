@@ -52,17 +52,24 @@ class FutureOracle:
 
     @classmethod
     def from_keys(cls, keys: "KeyedTrace") -> "FutureOracle":
-        """The oracle over a trace's integer-id keys: a request uses its aligned
-        prefixes, its end and every earlier end its prompt extends."""
+        """The same oracle over a trace's integer-id keys (:class:`KeyedTrace`)."""
         oracle = cls.__new__(cls)
         uses: dict[int, list[float]] = {}
+        last_of_session: dict[str, tuple[int, int]] = {}
         for info, prefix in keys.rows():
+            total = len(prefix)
             ids = [prefix.key(n) for n in prefix.aligned_lengths]
-            ids.extend(prefix.known_tails().values())
+            end = prefix.key(total)
+            if end >= 0 and total % prefix.block_tokens:
+                ids.append(end)
+            previous = last_of_session.get(info.session)
+            if previous is not None and previous[0] < total and prefix.key(previous[0]) == previous[1] >= 0:
+                ids.append(previous[1])
             for key in ids:
                 times = uses.setdefault(key, [])
                 if not times or times[-1] != info.t:
                     times.append(info.t)
+            last_of_session[info.session] = (total, end)
         oracle._uses = uses
         return oracle
 

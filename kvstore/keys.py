@@ -26,7 +26,7 @@ from typing import Any, Union
 
 import numpy as np
 
-__all__ = ["Namespace", "PrefixKeys", "TokensLike", "as_token_array", "check_block_tokens"]
+__all__ = ["AlignedChain", "Namespace", "PrefixKeys", "TokensLike", "as_token_array", "check_block_tokens"]
 
 TokensLike = Union[Sequence[int], "array.array[int]", np.ndarray]
 
@@ -127,7 +127,50 @@ class Namespace:
         return f"Namespace({self.name!r})"
 
 
-class PrefixKeys:
+class AlignedChain:
+    """The aligned prefixes of one prompt, as an eviction manager walks them:
+    anchors, parents and ancestors. Subclasses hold ``_keys`` (the key of the
+    prefix ``i * block_tokens`` at index ``i``, from the root ``key(0)``) and
+    ``block_tokens``; the keys may be hex strings or any other hashable ids.
+
+    Runtime complexity: O(1), O(blocks) for :meth:`ancestor_keys`.
+    """
+
+    __slots__ = ()
+    _keys: list
+    block_tokens: int
+
+    @property
+    def aligned_lengths(self) -> list[int]:
+        """Token counts of the aligned checkpoints, shortest first."""
+        return [i * self.block_tokens for i in range(1, len(self._keys))]
+
+    def anchor(self, n_tokens: int) -> int:
+        """Aligned length a checkpoint of ``n_tokens`` hangs from (may be 0)."""
+        return (n_tokens // self.block_tokens) * self.block_tokens
+
+    def parent_key(self, n_tokens: int) -> Any:
+        """Key of the nearest shorter aligned prefix, or ``None`` at the root.
+
+        For an aligned checkpoint that is ``key(n - block_tokens)``; for a tail
+        it is its anchor.
+        """
+        if n_tokens <= 0:
+            return None
+        anchor = self.anchor(n_tokens)
+        if anchor == n_tokens:
+            anchor -= self.block_tokens
+        return self._keys[anchor // self.block_tokens] if anchor > 0 else None
+
+    def ancestor_keys(self, n_tokens: int) -> tuple:
+        """Keys of every aligned prefix shorter than ``n_tokens``, shortest first."""
+        top = self.anchor(n_tokens)
+        if top == n_tokens:
+            top -= self.block_tokens
+        return tuple(self._keys[1 : top // self.block_tokens + 1]) if top > 0 else ()
+
+
+class PrefixKeys(AlignedChain):
     """Every aligned key of one prompt, plus tail keys on demand.
 
     ``key(0)`` is the *root* key (the salt alone): the anchor of tails shorter
@@ -155,15 +198,6 @@ class PrefixKeys:
 
     def __len__(self) -> int:
         return len(self.tokens)
-
-    @property
-    def aligned_lengths(self) -> list[int]:
-        """Token counts of the aligned checkpoints, shortest first."""
-        return [i * self.block_tokens for i in range(1, len(self._keys))]
-
-    def anchor(self, n_tokens: int) -> int:
-        """Aligned length a checkpoint of ``n_tokens`` hangs from (may be 0)."""
-        return (n_tokens // self.block_tokens) * self.block_tokens
 
     def key(self, n_tokens: int) -> str:
         """Key of the prefix ``tokens[:n_tokens]`` (hex SHA1)."""
@@ -204,23 +238,3 @@ class PrefixKeys:
             done = n
             out[n] = h.hexdigest()
         return [out[n] for n in lengths]
-
-    def parent_key(self, n_tokens: int) -> str | None:
-        """Key of the nearest shorter aligned prefix, or ``None`` at the root.
-
-        For an aligned checkpoint that is ``key(n - block_tokens)``; for a tail
-        it is its anchor.
-        """
-        if n_tokens <= 0:
-            return None
-        anchor = self.anchor(n_tokens)
-        if anchor == n_tokens:
-            anchor -= self.block_tokens
-        return self._keys[anchor // self.block_tokens] if anchor > 0 else None
-
-    def ancestor_keys(self, n_tokens: int) -> tuple[str, ...]:
-        """Keys of every aligned prefix shorter than ``n_tokens``, shortest first."""
-        top = self.anchor(n_tokens)
-        if top == n_tokens:
-            top -= self.block_tokens
-        return tuple(self._keys[1 : top // self.block_tokens + 1]) if top > 0 else ()

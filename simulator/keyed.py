@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kvstore.keys import Namespace, PrefixKeys
+from kvstore.keys import AlignedChain, Namespace, PrefixKeys
 
 from .blend import BlendTracker, reusable_tokens
 from .tokens import TokenMaterializer
@@ -49,7 +49,7 @@ _FORMAT = "kvsim-keys"
 _VERSION = 1
 
 
-class KeyedPrompt:
+class KeyedPrompt(AlignedChain):
     """One prompt's keys as integer ids, with the interface of
     :class:`kvstore.keys.PrefixKeys` that the eviction manager uses.
 
@@ -61,10 +61,10 @@ class KeyedPrompt:
     Runtime complexity: O(1) per key, O(blocks) per ``ancestor_keys``.
     """
 
-    __slots__ = ("_aligned", "_tails", "_total", "block_tokens")
+    __slots__ = ("_keys", "_tails", "_total", "block_tokens")
 
     def __init__(self, aligned: list[int], tails: dict[int, int], total: int, block_tokens: int) -> None:
-        self._aligned = aligned  # id of key(i * block_tokens) at index i, from key(0)
+        self._keys = aligned  # id of key(i * block_tokens) at index i, from key(0)
         self._tails = tails  # tail length -> id
         self._total = total
         self.block_tokens = block_tokens
@@ -72,32 +72,11 @@ class KeyedPrompt:
     def __len__(self) -> int:
         return self._total
 
-    @property
-    def aligned_lengths(self) -> list[int]:
-        return [i * self.block_tokens for i in range(1, len(self._aligned))]
-
-    def anchor(self, n_tokens: int) -> int:
-        return (n_tokens // self.block_tokens) * self.block_tokens
-
     def key(self, n_tokens: int) -> int:
         index, rest = divmod(n_tokens, self.block_tokens)
         if rest == 0:
-            return self._aligned[index]
+            return self._keys[index]
         return self._tails.get(n_tokens, UNKNOWN_KEY)
-
-    def parent_key(self, n_tokens: int) -> int | None:
-        if n_tokens <= 0:
-            return None
-        anchor = self.anchor(n_tokens)
-        if anchor == n_tokens:
-            anchor -= self.block_tokens
-        return self._aligned[anchor // self.block_tokens] if anchor > 0 else None
-
-    def ancestor_keys(self, n_tokens: int) -> tuple[int, ...]:
-        top = self.anchor(n_tokens)
-        if top == n_tokens:
-            top -= self.block_tokens
-        return tuple(self._aligned[1 : top // self.block_tokens + 1]) if top > 0 else ()
 
     def known_tails(self) -> dict[int, int]:
         """Tail lengths this prompt has a key for (its end and matched earlier ends)."""

@@ -169,9 +169,7 @@ def cmd_simulate(args) -> int:
     sink = open(args.requests, "w", encoding="utf-8") if args.requests else None
 
     def on_request(r):
-        sink.write(json.dumps({"session": r.session, "t": r.t, "prompt_tokens": r.prompt_tokens,
-                               "loaded_tokens": r.loaded_tokens, "prefill_tokens": r.prefill_tokens,
-                               "ttft": round(r.ttft, 4), "tier": r.tier}) + "\n")
+        sink.write(json.dumps(r.to_json()) + "\n")
 
     progress, task = _progress_runner(total, f"replaying {args.policy}")
     try:

@@ -112,14 +112,8 @@ def engine_replay(requests: Iterable[Request], *, llama, store_dir: str, capacit
             candidates = blend.candidates(request.prompt)
             if not request.tags.get("warmup"):
                 ttft = result.load_seconds + result.eval_seconds
-                metrics.requests += 1
-                metrics.prompt_tokens += total
-                metrics.loaded_tokens += matched
-                metrics.prefill_tokens += total - matched
-                metrics.reprefill_seconds += result.eval_seconds
-                metrics.full_misses += matched == 0
-                metrics.ttfts.append(ttft)
-                metrics.blend_potential_tokens += reusable_tokens(candidates, matched)
+                metrics.add(prompt=total, loaded=matched, prefill_seconds=result.eval_seconds, ttft=ttft,
+                            written=0, blend_tokens=reusable_tokens(candidates, matched))
                 if on_request is not None:
                     on_request(RequestResult(request.session, request.t, total, matched, total - matched, ttft,
                                              "disk" if matched else None))

@@ -122,9 +122,7 @@ def _engine_run(args, llama, requests, policy: str, capacity_bytes: int, store_d
     progress, task = _progress(f"{policy} on the engine", len(requests))
 
     def on_request(r):
-        sink.write(json.dumps({"session": r.session, "t": r.t, "prompt_tokens": r.prompt_tokens,
-                               "loaded_tokens": r.loaded_tokens, "prefill_tokens": r.prefill_tokens,
-                               "ttft": round(r.ttft, 4), "tier": r.tier}) + "\n")
+        sink.write(json.dumps(r.to_json()) + "\n")
 
     with progress, tempfile.TemporaryDirectory(prefix="kvsim-engine-") as tmp:
         return engine_replay(requests, llama=llama, store_dir=store_dir or os.path.join(tmp, "store"),

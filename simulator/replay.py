@@ -134,6 +134,12 @@ class RequestResult:
     ttft: float
     tier: str | None
 
+    def to_json(self) -> dict:
+        """The line ``kvsim simulate --requests`` writes for this request."""
+        return {"session": self.session, "t": self.t, "prompt_tokens": self.prompt_tokens,
+                "loaded_tokens": self.loaded_tokens, "prefill_tokens": self.prefill_tokens,
+                "ttft": round(self.ttft, 4), "tier": self.tier}
+
 
 @dataclass
 class Metrics:
@@ -155,6 +161,19 @@ class Metrics:
     #: the simulator does not model them, so a non-zero count means the two may differ)
     index_room_evictions: int = 0
     ttfts: array = field(default_factory=lambda: array("d"), repr=False)
+
+    def add(self, *, prompt: int, loaded: int, prefill_seconds: float, ttft: float, written: int,
+            blend_tokens: int) -> None:
+        """Count one (non-warm-up) request. O(1)."""
+        self.requests += 1
+        self.prompt_tokens += prompt
+        self.loaded_tokens += loaded
+        self.prefill_tokens += prompt - loaded
+        self.reprefill_seconds += prefill_seconds
+        self.full_misses += loaded == 0
+        self.bytes_written += written
+        self.ttfts.append(ttft)
+        self.blend_potential_tokens += blend_tokens
 
     def finish(self) -> "Metrics":
         self.token_hit_rate = self.loaded_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
@@ -289,15 +308,8 @@ def replay(
             store.end_session(session, now)
         if not info.warmup:
             ttft = (profile.load_seconds(load_bytes(config, loaded)) if loaded else 0.0) + prefill_s
-            metrics.requests += 1
-            metrics.prompt_tokens += total
-            metrics.loaded_tokens += loaded
-            metrics.prefill_tokens += total - loaded
-            metrics.reprefill_seconds += prefill_s
-            metrics.full_misses += loaded == 0
-            metrics.bytes_written += written
-            metrics.ttfts.append(ttft)
-            metrics.blend_potential_tokens += blend(loaded)
+            metrics.add(prompt=total, loaded=loaded, prefill_seconds=prefill_s, ttft=ttft, written=written,
+                        blend_tokens=blend(loaded))
             if on_request is not None:
                 on_request(RequestResult(info.session, info.t, total, loaded, total - loaded,
                                          ttft, "disk" if loaded else None))

@@ -12,10 +12,12 @@ True
 
 from __future__ import annotations
 
-from .fileformat import Header
+from typing import Any
 
-__all__ = ["file_bytes", "ancestor_count", "index_slice", "payload_budget", "MIN_INDEX_BYTES", "MAX_INDEX_BYTES",
-           "MIN_PAYLOAD_BYTES"]
+from .fileformat import Header, payload_descriptor
+
+__all__ = ["file_bytes", "payload_file_bytes", "ancestor_count", "index_slice", "payload_budget",
+           "MIN_INDEX_BYTES", "MAX_INDEX_BYTES", "MIN_PAYLOAD_BYTES"]
 
 MIN_INDEX_BYTES = 1 << 20
 MAX_INDEX_BYTES = 1 << 30
@@ -45,6 +47,20 @@ def file_bytes(*, payload_len: int, tokens: int, block_tokens: int, array_dims: 
     if dtype is not None:
         extra = len(dtype.encode("ascii")) + 8 * (array_dims or 0)
     return _EMPTY_HEADER + 20 * ancestor_count(tokens, block_tokens) + extra + payload_len
+
+
+def payload_file_bytes(payload: Any, *, tokens: int, block_tokens: int) -> int:
+    """Size of the file of a checkpoint holding ``payload`` (bytes-like or a
+    numpy array, whose dtype and shape the header records), as the store counts it.
+
+    >>> import numpy as np
+    >>> payload_file_bytes(np.zeros(1000, np.uint8), tokens=8192, block_tokens=4096) \\
+    ...     - file_bytes(payload_len=1000, tokens=8192, block_tokens=4096)  # '|u1' and one dimension
+    11
+    """
+    view, dtype, shape = payload_descriptor(payload)
+    return file_bytes(payload_len=view.nbytes, tokens=tokens, block_tokens=block_tokens,
+                      array_dims=len(shape) if dtype is not None else None, dtype=dtype)
 
 
 def index_slice(capacity_bytes: int) -> int:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kvstore.accounting import file_bytes
+from kvstore.accounting import file_bytes, payload_file_bytes
 from kvstore.adapters.llama_cpp import CachedLlama, kv_state, open_store
 from kvstore.pagecache import drop_page_cache
 
@@ -113,7 +113,7 @@ def engine_replay(requests: Iterable[Request], *, llama, store_dir: str, capacit
             if not request.tags.get("warmup"):
                 ttft = result.load_seconds + result.eval_seconds
                 metrics.add(prompt=total, loaded=matched, prefill_seconds=result.eval_seconds, ttft=ttft,
-                            written=0, blend_tokens=reusable_tokens(candidates, matched))
+                            written=result.saved_bytes, blend_tokens=reusable_tokens(candidates, matched))
                 if on_request is not None:
                     on_request(RequestResult(request.session, request.t, total, matched, total - matched, ttft,
                                              "disk" if matched else None))
@@ -121,29 +121,44 @@ def engine_replay(requests: Iterable[Request], *, llama, store_dir: str, capacit
                 progress(done)
         run.store_stats = store.stats()
     metrics.evictions = run.store_stats.get("evictions", 0)
-    metrics.bytes_written = run.store_stats.get("bytes_written", 0)
     metrics.finish()
     return run
 
 
 # ------------------------------------------------------------- calibration
+def state_file_bytes(llama) -> int:
+    """Bytes ``llama``'s current state adds to its checkpoint file, as the store
+    counts them: the data and the record of its numpy dtype and shape. A
+    profile's ``checkpoint_bytes`` must be this, so that the simulator sizes
+    files exactly as the store does."""
+    return (payload_file_bytes(kv_state(llama), tokens=0, block_tokens=1)
+            - file_bytes(payload_len=0, tokens=0, block_tokens=1))
+
+
+def _linear_bytes(points: Sequence[tuple[int, int]]) -> tuple[int | float, int | float]:
+    """``(bytes per token, fixed bytes)`` through the first and last ``(tokens, bytes)`` point
+    (ints when exact, as they are for llama.cpp states)."""
+    (n0, b0), (n1, b1) = points[0], points[-1]
+    per_token = (b1 - b0) / (n1 - n0)
+    fixed = b0 - n0 * per_token
+    if float(per_token).is_integer() and float(fixed).is_integer():
+        return int(per_token), int(fixed)
+    return per_token, fixed
+
+
 def measure_state_bytes(llama) -> tuple[int | float, int | float]:
-    """``(bytes per token, fixed bytes)`` of ``llama``'s checkpoint state, from
-    two short prompts (exact: the state grows linearly)."""
+    """``(bytes per token, fixed bytes)`` of ``llama``'s checkpoints, from two
+    short prompts (exact: the state grows linearly)."""
     sizes = []
     prompt = list(range(FIRST_TOKEN_ID, FIRST_TOKEN_ID + 32))
     for n in (16, 32):
         llama.reset()
         llama._ctx.kv_cache_clear()
         llama.eval(prompt[:n])
-        sizes.append(int(kv_state(llama).nbytes))
+        sizes.append((n, state_file_bytes(llama)))
     llama.reset()
     llama._ctx.kv_cache_clear()
-    per_token = (sizes[1] - sizes[0]) / 16
-    fixed = sizes[0] - 16 * per_token
-    if per_token.is_integer() and fixed.is_integer():
-        return int(per_token), int(fixed)
-    return per_token, fixed
+    return _linear_bytes(sizes)
 
 
 @dataclass
@@ -153,7 +168,7 @@ class Calibration:
     profile: Profile
     #: (start, end, measured seconds) of each prefill from ``start`` to ``end`` context
     prefill: list[tuple[int, int, float]]
-    #: (tokens, bytes) of each checkpoint state measured
+    #: (tokens, bytes the state adds to its file: data, dtype and shape) of each state measured
     state: list[tuple[int, int]]
     #: (file bytes, measured seconds) of each load + restore, page cache dropped
     load: list[tuple[int, float]]
@@ -231,14 +246,11 @@ def calibrate_llama(model_path: str, *, n_ctx: int = 4096, threads: int = 2, nam
     prefill, state = [], []
     for n in lengths:
         prefill.append((0, n, timed_eval(0, n)))
-        state.append((n, int(kv_state(llama).nbytes)))
+        state.append((n, state_file_bytes(llama)))
         step(f"cold prefill of {n} tokens")
         prefill.append((n // 2, n, timed_eval(n // 2, n)))
         step(f"prefill from {n // 2} to {n} tokens")
-    per_token_bytes = (state[-1][1] - state[0][1]) / (state[-1][0] - state[0][0])
-    fixed = state[0][1] - state[0][0] * per_token_bytes
-    if float(per_token_bytes).is_integer() and float(fixed).is_integer():
-        per_token_bytes, fixed = int(per_token_bytes), int(fixed)
+    per_token_bytes, fixed = _linear_bytes(state)
 
     root = tempfile.mkdtemp(prefix="kvsim-calibrate-", dir=workdir)
     load = []
@@ -251,7 +263,7 @@ def calibrate_llama(model_path: str, *, n_ctx: int = 4096, threads: int = 2, nam
                 cached.prefill(prompt[:n])  # writes the checkpoints
                 drop_page_cache(path)
                 result = cached.prefill(prompt[:n])  # reloads the whole prompt from the device
-                size = file_bytes(payload_len=int(kv_state(llama).nbytes), tokens=n, block_tokens=block_tokens)
+                size = file_bytes(payload_len=state_file_bytes(llama), tokens=n, block_tokens=block_tokens)
                 load.append((size, result.load_seconds))
             shutil.rmtree(path, ignore_errors=True)
             step(f"load of {n} tokens with the page cache dropped")

@@ -187,7 +187,8 @@ def cmd_validate(args) -> int:
             "loaded_tokens": m.loaded_tokens, "predicted_loaded_tokens": p.loaded_tokens,
             "identical_reloads": same == len(predicted_loads) == len(measured_loads),
             "requests_with_identical_reloads": same, "evictions": m.evictions,
-            "predicted_evictions": p.evictions,
+            "predicted_evictions": p.evictions, "bytes_written": m.bytes_written,
+            "predicted_bytes_written": p.bytes_written,
         })
     if args.json:
         print(json.dumps({"profile": profile.as_dict(), "results": rows}, indent=2))

@@ -40,6 +40,7 @@ def test_validate_predicts_the_engine_on_the_scaled_trace(capsys):
         assert r["identical_reloads"] and r["requests_with_identical_reloads"] == r["requests"] == requests
         assert r["evictions"] > 0 and r["evictions"] == r["predicted_evictions"]  # under pressure, same evictions
         assert 0 < r["loaded_tokens"] == r["predicted_loaded_tokens"]
+        assert 0 < r["bytes_written"] == r["predicted_bytes_written"]  # the same files, byte for byte
         assert abs(r["reprefill_error"]) < 0.20, r  # the simulator's seconds are the engine's
     assert doc["profile"]["kv_bytes_per_token"] > 0 and doc["profile"]["prefill_tps"] > 0
 
@@ -76,7 +77,7 @@ def test_engine_replay_measures_each_request(tmp_path, capsys):
     assert [r["prompt_tokens"] for r in per_request] == [r.prompt_tokens for r in requests]
     assert per_request[0]["loaded_tokens"] == 0 and all(r["loaded_tokens"] > 0 for r in per_request[1:])
     assert result["loaded_tokens"] == sum(r["loaded_tokens"] for r in per_request)
-    assert result["reprefill_seconds"] > 0 and result["ttft_p50"] > 0
+    assert result["reprefill_seconds"] > 0 and result["ttft_p50"] > 0 and result["bytes_written"] > 0
     assert any(name.endswith(".kv") or os.path.isdir(store / name) for name in os.listdir(store))
 
 

@@ -55,6 +55,7 @@ def test_restore_plus_suffix_is_bit_identical_to_a_cold_prefill(cached, llm, pro
     logits, state = reference
     first = cached.prefill(prompt[:600])
     assert (first.loaded_tokens, first.prefilled_tokens, first.saved) == (0, 600, 3)
+    assert first.saved_bytes == sum(c["bytes"] for c in cached.store.checkpoints())  # the files, as the store counts
     assert np.array_equal(llm.scores[:600], logits[:600])  # chunked at block boundaries
 
     second = cached.prefill(prompt)

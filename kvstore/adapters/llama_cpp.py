@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..accounting import payload_file_bytes
 from ..errors import ConfigMismatchError, KVStoreError
 from ..keys import as_token_array
 from ..store import CheckpointStore
@@ -82,6 +83,8 @@ class PrefillResult:
     :param load_seconds: part of ``seconds`` spent reading and restoring.
     :param save_seconds: part of ``seconds`` spent copying out and storing checkpoints.
     :param saved: checkpoints written (the store may decline some).
+    :param saved_bytes: bytes of the checkpoint files written, as the store
+        counts them (payload plus header, ``kvstore.accounting.file_bytes``).
     :param matched_tokens: length of the stored prefix the store matched:
         ``loaded_tokens``, or one more when it held the whole prompt (its last
         token is evaluated again to get its logits back).
@@ -97,6 +100,7 @@ class PrefillResult:
     save_seconds: float = 0.0
     saved: int = 0
     matched_tokens: int = 0
+    saved_bytes: int = 0
 
     @property
     def eval_seconds(self) -> float:
@@ -253,7 +257,7 @@ class CachedLlama:
             # to the batched evaluation) so the context holds its logits again.
             loaded -= 1
             self.llama.n_tokens = loaded
-        save_seconds, saved, position = 0.0, 0, loaded
+        save_seconds, saved, saved_bytes, position = 0.0, 0, 0, loaded
         stops = list(range((position // block + 1) * block, end + 1, block))
         if end % block:
             stops.append(end)
@@ -262,12 +266,14 @@ class CachedLlama:
             position = stop
             if not restored_all and (stop % block == 0 or self.save_tail):
                 mark = time.perf_counter()
-                saved += self._save(prompt[:stop], tail=stop % block != 0)
+                written = self._save(prompt[:stop], tail=stop % block != 0)
+                saved += written > 0
+                saved_bytes += written
                 save_seconds += time.perf_counter() - mark
         return PrefillResult(
             loaded_tokens=loaded, prefilled_tokens=end - loaded,
             seconds=time.perf_counter() - started, load_seconds=load_seconds,
-            save_seconds=save_seconds, saved=saved, matched_tokens=matched)
+            save_seconds=save_seconds, saved=saved, matched_tokens=matched, saved_bytes=saved_bytes)
 
     def state_bytes(self) -> np.ndarray:
         """The model's current KV state of sequence 0, as a ``uint8`` array."""
@@ -295,10 +301,15 @@ class CachedLlama:
         return n_tokens
 
     def _save(self, prefix: list[int], *, tail: bool) -> int:
+        """Put the current state as the checkpoint of ``prefix``; the bytes of
+        its file, or 0 when the store did not take it."""
+        state = self.state_bytes()
         try:
-            return int(self.store.put(prefix, self.state_bytes(), tail=tail,
-                                      priority=self.priority, durable=self.durable))
+            stored = self.store.put(prefix, state, tail=tail, priority=self.priority, durable=self.durable)
         except OSError as error:  # a full or failing disk must not stop serving
             log.warning("could not save a checkpoint of %d tokens to %s: %s",
                         len(prefix), self.store.path, error)
             return 0
+        if not stored:
+            return 0
+        return payload_file_bytes(state, tokens=len(prefix), block_tokens=self.store.block_tokens)

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 
 from kvstore.keys import Namespace, PrefixKeys
 
-from .keyed import KeyedTrace
+from .keyed import UNKNOWN_KEY, KeyedTrace
 from .tokens import TokenMaterializer
 from .trace import Request
 
@@ -33,44 +33,14 @@ class FutureOracle:
     def __init__(self, requests: Iterable[Request], block_tokens: int, namespace: str = "kvsim") -> None:
         ns = Namespace(namespace)
         tokens_of = TokenMaterializer()
-        uses: dict[str, list[float]] = {}
-        last_of_session: dict[str, tuple[int, str]] = {}
-        for request in requests:
-            prefix = PrefixKeys(ns, tokens_of.tokens(request.prompt), block_tokens)
-            total = len(prefix)
-            keys = [prefix.key(n) for n in prefix.aligned_lengths]
-            keys.append(prefix.key(total))
-            previous = last_of_session.get(request.session)
-            if previous is not None and previous[0] < total and prefix.key(previous[0]) == previous[1]:
-                keys.append(previous[1])
-            for key in keys:
-                times = uses.setdefault(key, [])
-                if not times or times[-1] != request.t:
-                    times.append(request.t)
-            last_of_session[request.session] = (total, prefix.key(total))
-        self._uses = uses
+        self._uses = _uses((r.session, r.t, PrefixKeys(ns, tokens_of.tokens(r.prompt), block_tokens))
+                           for r in requests)
 
     @classmethod
     def from_keys(cls, keys: "KeyedTrace") -> "FutureOracle":
         """The same oracle over a trace's integer-id keys (:class:`KeyedTrace`)."""
         oracle = cls.__new__(cls)
-        uses: dict[int, list[float]] = {}
-        last_of_session: dict[str, tuple[int, int]] = {}
-        for info, prefix in keys.rows():
-            total = len(prefix)
-            ids = [prefix.key(n) for n in prefix.aligned_lengths]
-            end = prefix.key(total)
-            if end >= 0 and total % prefix.block_tokens:
-                ids.append(end)
-            previous = last_of_session.get(info.session)
-            if previous is not None and previous[0] < total and prefix.key(previous[0]) == previous[1] >= 0:
-                ids.append(previous[1])
-            for key in ids:
-                times = uses.setdefault(key, [])
-                if not times or times[-1] != info.t:
-                    times.append(info.t)
-            last_of_session[info.session] = (total, end)
-        oracle._uses = uses
+        oracle._uses = _uses((info.session, info.t, prefix) for info, prefix in keys.rows())
         return oracle
 
     def next_use(self, key: str, now: float) -> float:
@@ -79,3 +49,26 @@ class FutureOracle:
             return math.inf
         i = bisect.bisect_right(times, now)
         return times[i] if i < len(times) else math.inf
+
+
+def _uses(steps: Iterable[tuple[str, float, object]]) -> dict:
+    """Key -> sorted times of the requests that use it, from ``(session, time,
+    prefix keys)`` of each request (hashed or integer-id keys alike)."""
+    uses: dict = {}
+    last_of_session: dict[str, tuple[int, object]] = {}
+    for session, t, prefix in steps:
+        total = len(prefix)
+        keys = [prefix.key(n) for n in prefix.aligned_lengths]
+        end = prefix.key(total)
+        keys.append(end)
+        previous = last_of_session.get(session)
+        if previous is not None and previous[0] < total and prefix.key(previous[0]) == previous[1]:
+            keys.append(previous[1])
+        for key in keys:
+            if key == UNKNOWN_KEY:
+                continue  # an end no checkpoint was written for (integer ids, no tails)
+            times = uses.setdefault(key, [])
+            if not times or times[-1] != t:
+                times.append(t)
+        last_of_session[session] = (total, end)
+    return uses

@@ -314,12 +314,18 @@ class PrefixChainPolicy(Policy):
         self._live[group] -= 1
         if not self._live[group]:
             del self._by_weight[group], self._by_age[group], self._live[group]
+        elif len(self._by_weight[group]) > 2 * self._live[group] + 64:
+            self._compact(group)
 
     def _link(self, key: str, bucket: int | None = None) -> None:
         """Put ``key`` in the group of its priority, kind and age bucket. O(log n)."""
         if bucket is None:
             bucket = self.bucket(self._now - self._last_use[key])
-        group = (self.view.entry(key).priority, self._kind[key], bucket)
+        self._enter(key, (self.view.entry(key).priority, self._kind[key], bucket))
+
+    def _enter(self, key: str, group: tuple[int, str, int]) -> None:
+        """Add ``key`` to ``group``'s heaps and counts, and schedule its next move. O(log n)."""
+        bucket = group[2]
         self._group[key] = group
         last_use = self._last_use[key]
         by_weight = self._by_weight.get(group)
@@ -386,40 +392,13 @@ class PrefixChainPolicy(Policy):
                 continue  # emptied since
             start = self._starts[group[2] + 1]
             cutoff = now - start
-            priority, kind, b = group
-            self._stale(kind)
-            by_age, by_weight, live = self._by_age[group], self._by_weight[group], self._live
-            group_of, last_use_of, weight_of, idle = self._group, self._last_use, self._weight, self._idle[kind]
-            while True:
-                last_use, key = by_age[0]
-                if group_of.get(key) != group or last_use_of[key] != last_use:
-                    heapq.heappop(by_age)  # stale
-                    continue
+            while group in self._live:
+                last_use, key = self._fresh_head(group, True)
                 if last_use > cutoff:
                     self._schedule(group, last_use + start)
                     break
-                heapq.heappop(by_age)  # move it: unlinked here, linked in its new bucket
-                new = max(b + 1, self.bucket(now - last_use))
-                target = (priority, kind, new)
-                group_of[key] = target
-                idle[b] -= 1
-                idle[new] += 1
-                live[group] -= 1
-                if target not in live:
-                    self._by_weight[target], self._by_age[target], live[target] = [], [], 0
-                heapq.heappush(self._by_weight[target], (weight_of[key], last_use, key))
-                heapq.heappush(self._by_age[target], (last_use, key))
-                live[target] += 1
-                if len(self._by_weight[target]) > 2 * live[target] + 64:
-                    self._compact(target)
-                if new < self.BUCKETS - 1:
-                    self._schedule(target, last_use + self._starts[new + 1])
-                if not live[group]:
-                    del self._by_weight[group], self._by_age[group], live[group]
-                    break
-                if len(by_weight) > 2 * live[group] + 64:  # (the target is compacted when next linked)
-                    self._compact(group)
-                    by_age, by_weight = self._by_age[group], self._by_weight[group]
+                self._unlink(key)
+                self._enter(key, (group[0], group[1], max(group[2] + 1, self.bucket(now - last_use))))
 
     def _use(self, key: str, now: float, used: float) -> None:
         now = self._time(now, True)

@@ -28,7 +28,7 @@ from .costmodel import PROFILES, get_profile, load_profiles
 from .keyed import KeyedTrace
 from .replay import ReplayConfig, working_set_bytes
 from .sweep import RunSpec, parse_policies, parse_size, resolve_capacity, run, sweep
-from .trace import TraceError, read_trace, scaled, write_trace
+from .trace import TraceError, no_requests, read_trace, scaled, write_trace
 
 __all__ = ["main"]
 
@@ -126,9 +126,12 @@ def _keys(args) -> KeyedTrace:
     config = _replay_config(args)
     progress, task = _progress_runner(_count_requests(args.trace), "hashing prompts")
     with progress:
-        return KeyedTrace.build(read_trace(args.trace), block_tokens=config.block_tokens,
+        keys = KeyedTrace.build(read_trace(args.trace), block_tokens=config.block_tokens,
                                 namespace=config.namespace, write_tail=config.write_tail, source=args.trace,
                                 progress=lambda n: progress.update(task, completed=n))
+    if not len(keys):
+        raise no_requests(args.trace)
+    return keys
 
 
 def _spec(args, policy: str, capacity: str, working_set: int | None, keys_dir: str | None = None) -> RunSpec:
@@ -157,9 +160,8 @@ def cmd_simulate(args) -> int:
     elif args.store_dir:
         raise SystemExit("kvsim simulate: --store-dir goes with --backend store")
     keys = None if backend is not None else _keys(args)  # hashed once, the working set included
-    empty = len(keys) == 0 if keys is not None else not any(True for _ in read_trace(args.trace))
-    if empty:
-        raise TraceError(f"{args.trace} holds no requests (an empty file, or a header line only)")
+    if keys is None and not any(True for _ in read_trace(args.trace)):
+        raise no_requests(args.trace)
     working_set = None
     if args.capacity.strip().endswith("%"):
         working_set = (keys.working_set_bytes(_replay_config(args).entry_bytes) if keys is not None
@@ -204,8 +206,6 @@ def cmd_sweep(args) -> int:
     for capacity in capacities:  # every flag checked before any work
         _capacity("--capacities", capacity, 1 if capacity.endswith("%") else None)
     _replay_config(args)  # an unknown profile: one line, before any work
-    if not any(True for _ in read_trace(args.trace)):
-        raise TraceError(f"{args.trace} holds no requests (an empty file, or a header line only)")
     keys = _keys(args)  # hashed once; every run maps the same arrays
     working_set = keys.working_set_bytes(_replay_config(args).entry_bytes) \
         if any(c.endswith("%") for c in capacities) else None

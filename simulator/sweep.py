@@ -92,14 +92,13 @@ def run(spec: RunSpec, *, on_request=None, progress=None, backend=None, requests
     config = ReplayConfig(capacity_bytes=spec.capacity_bytes, policy=spec.policy, profile=_profile(spec),
                           layout=spec.layout, block_tokens=spec.block_tokens, write_tail=spec.write_tail,
                           session_hints=spec.session_hints, index_bytes=spec.index_bytes)
-    if keys is None and spec.keys_dir is not None and not getattr(backend, "needs_tokens", False):
-        keys = KeyedTrace.load(spec.keys_dir)
-    if getattr(backend, "needs_tokens", False):
+    if getattr(backend, "needs_tokens", False):  # a store of real bytes hashes real tokens
         keys = None
+    elif keys is None and spec.keys_dir is not None:
+        keys = KeyedTrace.load(spec.keys_dir)
     oracle = None
     if keys is not None:
-        if is_offline(spec.policy):
-            oracle = FutureOracle.from_keys(keys).next_use
+        oracle = FutureOracle.from_keys(keys).next_use if is_offline(spec.policy) else None
     elif is_offline(spec.policy):  # an offline reference needs the whole future in memory
         requests = load_trace(spec.trace) if requests is None else requests
         oracle = FutureOracle(requests, spec.block_tokens).next_use

@@ -35,7 +35,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-__all__ = ["Request", "TraceError", "read_trace", "write_trace", "load_trace", "json_lines", "FORMAT", "VERSION"]
+__all__ = ["Request", "TraceError", "read_trace", "write_trace", "load_trace", "no_requests", "json_lines",
+           "FORMAT", "VERSION"]
 
 FORMAT = "kvsim-trace"
 VERSION = 1
@@ -169,8 +170,13 @@ def load_trace(path: str) -> list[Request]:
     is an error naming it."""
     requests = list(read_trace(path))
     if not requests:
-        raise TraceError(f"{path} holds no requests (an empty file, or a header line only)")
+        raise no_requests(path)
     return requests
+
+
+def no_requests(path: str) -> TraceError:
+    """The error for a trace file that holds no request."""
+    return TraceError(f"{path} holds no requests (an empty file, or a header line only)")
 
 
 def write_trace(sink: IO[str] | str, requests: Iterable[Request], **provenance: Any) -> int:

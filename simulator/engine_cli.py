@@ -72,12 +72,12 @@ def _calibrated(args):
             progress=lambda step, done: progress.update(task, completed=100 * done, description=step))
     print(f"calibrated {calibration.profile.name}: prefill fit error {calibration.fit_error:.1%} "
           f"(largest, over {len(calibration.prefill)} points)", file=sys.stderr)
-    return calibration, calibration.profile
+    return calibration
 
 
 def cmd_calibrate(args) -> int:
     from .engine import profile_toml
-    calibration, _ = _calibrated(args)
+    calibration = _calibrated(args)
     text = profile_toml(calibration)
     if args.output:
         partial = f"{args.output}.partial"
@@ -165,7 +165,7 @@ def cmd_validate(args) -> int:
     if args.profiles_file:
         profile = get_profile(args.profile, load_profiles(args.profiles_file))
     else:
-        _, profile = _calibrated(args)
+        profile = _calibrated(args).profile
     llama = _llama(args)
     capacity = _capacity(args, requests, profile)
     rows = []

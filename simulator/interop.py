@@ -147,8 +147,7 @@ def replay_libcachesim(rows: Iterable[Sequence[str]], cache) -> EngineReplayResu
         total = group[-1][4]
         for row in group:
             if row[4] > loaded and (not row[6] or row[4] == total) and not present(row, False):
-                req.obj_id, req.obj_size, req.clock_time = row[1], row[2], row[0]
-                cache.get(req)
+                cache.get(req)  # (present() left this row in req)
         if not group[0][5]:
             result.requests += 1
             result.loaded_tokens += loaded

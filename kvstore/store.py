@@ -37,7 +37,8 @@ from .fileformat import MAX_HEADER_BYTES, Header, payload_descriptor
 from .keys import Namespace, PrefixKeys, TokensLike, check_block_tokens
 from .layout import layout_for
 from .tiering import TierStack
-from .tiers import DiskTier, MemoryTier, Tier, WriteBehind
+from .tiers import DiskTier, MemoryTier, SharedTier, Tier, WriteBehind
+from .tiers.shared import check_url
 
 __all__ = ["CheckpointStore", "Match", "DEFAULT_POLICY"]
 
@@ -52,7 +53,7 @@ class Match:
 
     tokens: int  #: how many leading tokens it covers
     key: str  #: its key (hex SHA1)
-    tier: str = "disk"  #: where it lives: "ram", "pending" (queued write), "disk", "cold" or an added tier's name
+    tier: str = "disk"  #: where it lives: "ram", "pending" (queued write), "disk", "cold", "shared" or an added tier's name
     is_tail: bool = False  #: True when it ends off the block grid
     chain: tuple[str, ...] = ()  #: chained layout: keys of its blocks, first to last
 
@@ -95,6 +96,20 @@ class CheckpointStore:
     :param trust_path: open a store directory that is a symlink, owned by
         another user or writable by group/others (refused by default: whoever
         can write there can plant links that redirect the store's writes).
+    :param shared_url: a Redis Cluster node or a Redis server
+        (``redis://[user:password@]host:port``, ``rediss://`` for TLS) holding
+        a tier shared by every engine of this namespace
+        (:class:`~kvstore.tiers.SharedTier`; ``pip install 'kvstore[shared]'``).
+        Durable puts are published to it in the background; a lookup that the
+        local tiers cannot answer in full asks it, and a hit there is copied to
+        disk. Snapshot layout only.
+    :param shared_capacity_bytes: the fleet's budget of payload bytes in the
+        shared tier (required with ``shared_url``).
+    :param shared_timeout: longest wait of a shared lookup, in seconds (default
+        0.2); past it, or on any fault, the lookup misses and the shared tier is
+        skipped for a second. The shared tier never raises into the engine.
+    :param max_pending_publishes: most checkpoints waiting to be published;
+        past it the oldest is dropped (counted in ``stats()["tiers"]["shared"]``).
 
     Raises ``ValueError``/``TypeError`` naming a bad argument,
     :class:`~kvstore.errors.ConfigMismatchError` when an existing store was
@@ -124,6 +139,10 @@ class CheckpointStore:
         max_pending_writes: int = 16,
         tiers: Sequence[Tier] = (),
         trust_path: bool = False,
+        shared_url: str | None = None,
+        shared_capacity_bytes: int | None = None,
+        shared_timeout: float = 0.2,
+        max_pending_publishes: int = 16,
     ) -> None:
         check_arguments(capacity_bytes=capacity_bytes, index_bytes=index_bytes, layout=layout,
                          pin_quota_bytes=pin_quota_bytes, clock=clock, trust_path=trust_path, tiers=tiers)
@@ -132,6 +151,21 @@ class CheckpointStore:
             block_tokens = check_block_tokens(block_tokens)
         if namespace is not None:
             Namespace(namespace)  # validates
+        if shared_url is None and shared_capacity_bytes is not None:
+            raise ValueError("shared_capacity_bytes configures the shared tier; pass shared_url too")
+        if shared_url is not None:
+            check_url(shared_url)
+            if shared_capacity_bytes is None:
+                raise ValueError("shared_capacity_bytes is required with shared_url")
+            if layout == "chained":
+                raise ValueError("shared_url works with the snapshot layout only, not layout='chained'")
+            for name, value, low in (("shared_capacity_bytes", shared_capacity_bytes, 1),
+                                     ("max_pending_publishes", max_pending_publishes, 1)):
+                if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                    raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+            if (isinstance(shared_timeout, bool) or not isinstance(shared_timeout, (int, float))
+                    or not 0 < shared_timeout <= 60):
+                raise ValueError(f"shared_timeout must be seconds in (0, 60], got {shared_timeout!r}")
         self._clock = clock
         self._closed = True
         self.readonly = bool(readonly)
@@ -157,8 +191,20 @@ class CheckpointStore:
         ram = MemoryTier(ram_bytes, ram_policy, block_tokens=self.block_tokens) if ram_policy else None
         pending = WriteBehind(self._disk, max_pending=max_pending_writes, block_tokens=self.block_tokens,
                               clock=self._now, after_write=self._note_session)
+        shared = None
+        if shared_url is not None:
+            try:
+                if self._layout.chained:
+                    raise ValueError(f"shared_url works with the snapshot layout only; {self.path} is chained")
+                shared = SharedTier(shared_url, shared_capacity_bytes, namespace=self.namespace,
+                                    block_tokens=self.block_tokens, timeout=shared_timeout,
+                                    max_pending=max_pending_publishes)
+            except BaseException:
+                for tier in holding:
+                    tier.close()
+                raise
         self._stack = TierStack(holding, self._layout, clock=self._now, ram=ram, pending=pending,
-                                count=self._disk.count)
+                                shared=shared, count=self._disk.count)
         try:
             self._disk.finish_opening()
         except BaseException:
@@ -316,6 +362,7 @@ class CheckpointStore:
         written = self._disk.write(header, view, now=header.inserted_at, session=session)  # described once
         if written:
             self._stack.hold(header, payload, promotion=False)
+            self._stack.publish(header, payload)
         return written
 
     def _header(self, prefix: PrefixKeys, payload: Any, priority: int) -> tuple[memoryview, Header]:

@@ -8,6 +8,12 @@ the next (``below``). A read found in a lower holding tier is promoted into
 the first one and removed below; whatever is read from a holding tier is
 also copied into RAM.
 
+Last, an optional shared tier (:class:`~kvstore.tiers.SharedTier`), asked only
+when it could beat every local tier: a lookup there is a network round trip.
+A read from it is copied to the first holding tier (promotion) and stays
+shared for the other engines; durable writes are published to it in the
+background.
+
 Locks: the stack's lock orders lookups and promotions; each disk tier has its
 own; the RAM tier is guarded by a memory lock always taken last, so a
 background write (``put(..., durable=False)``) never waits for a disk commit.
@@ -49,18 +55,20 @@ class TierStack:
     :param clock: the store's checked clock.
     :param ram: an optional RAM tier (copies of what was written or read).
     :param pending: an optional write-behind queue into ``holding[0]``.
+    :param shared: an optional :class:`~kvstore.tiers.SharedTier`, asked last.
     :param count: adds to a persisted counter (``promotions``), or ``None``.
     """
 
     def __init__(self, holding: Sequence[Tier], layout: Layout, *, clock: Callable[[], float],
                  ram: MemoryTier | None = None, pending: WriteBehind | None = None,
-                 count: Callable[[str], None] | None = None) -> None:
+                 shared: Any = None, count: Callable[[str], None] | None = None) -> None:
         if not holding:
             raise ValueError("a store needs at least one holding tier")
         self.holding = list(holding)
         self.layout = layout
         self.ram = ram
         self.pending = pending
+        self.shared = shared
         self._clock = clock
         self._count = count
         self.ram_demotions = 0
@@ -71,12 +79,13 @@ class TierStack:
 
     @property
     def tiers(self) -> list[Tier]:
-        """Every tier, fastest first."""
-        return [t for t in (self.ram, self.pending) if t is not None] + self.holding
+        """Every tier, fastest first (the shared tier last)."""
+        local = [t for t in (self.ram, self.pending) if t is not None] + self.holding
+        return local + ([self.shared] if self.shared is not None else [])
 
     def _active(self) -> list[Tier]:
-        """The tiers worth probing now (an empty queue is skipped)."""
-        return [t for t in self.tiers if t is not self.pending or len(self.pending)]
+        """The tiers of this machine worth probing now (an empty queue is skipped)."""
+        return [t for t in self.tiers if (t is not self.pending or len(self.pending)) and t is not self.shared]
 
     # -------------------------------------------------------------- lookups
     def refresh(self) -> None:
@@ -98,23 +107,44 @@ class TierStack:
                ) -> tuple[int, str, tuple[str, ...], Tier] | None:
         """The longest loadable prefix over all tiers (the fastest tier on a tie),
         with its hit recorded in every tier holding it and a miss counted in
-        every faster one. Runtime complexity: O(blocks * tiers) probes."""
+        every faster one. The shared tier is asked only when the local tiers
+        match less than the whole prompt (one round trip, bounded by its timeout).
+        Runtime complexity: O(blocks * tiers) probes."""
         with self._lock:
             self.refresh()
             with self._memory:
                 tiers = self._active()
                 found = self.layout.longest_match(tiers, prefix)
-                served = None if found is None else next(t for t in tiers if found[1] in t)
+            remote = self._shared_match(prefix, found)
+            with self._memory:
+                if remote is not None:
+                    found, tiers = (remote[0], remote[1], ()), [*tiers, self.shared]
+                served = None if found is None else next(t for t in tiers if t is self.shared or found[1] in t)
                 for tier in tiers:
                     tier.count_lookup(tier is served)
                     if tier is served:
                         break
                 if found is None:
                     return None
+                if served is self.shared:
+                    served.record_hit(found[1], now, session)
+                    return (*found, served)
                 for tier in tiers:
                     if found[1] in tier:
                         tier.record_hit(found[1], now, session)
             return (*found, served)
+
+    def _shared_match(self, prefix: PrefixKeys, local: tuple[int, str, tuple[str, ...]] | None
+                      ) -> tuple[int, str] | None:
+        """The shared tier's match when it is longer than ``local``; a shared miss is counted."""
+        shared = self.shared
+        if shared is None or self.layout.chained or (local is not None and local[0] >= len(prefix)):
+            return None
+        remote = shared.longest_match(prefix)
+        if remote is not None and (local is None or remote[0] > local[0]):
+            return remote
+        shared.count_lookup(False)
+        return None
 
     # ---------------------------------------------------------------- reads
     def read(self, key: str) -> Any:
@@ -132,10 +162,17 @@ class TierStack:
                 self._promote(tier, *found)
             self.hold(*found, promotion=True)
             return found[1]
+        if self.shared is not None:
+            found = self.shared.read(key)
+            if found is not None:
+                self._promote(self.shared, *found, keep=True)
+                self.hold(*found, promotion=True)
+                return found[1]
         return None
 
-    def _promote(self, source: Tier, header: Header, payload: Any) -> None:
-        """Move a checkpoint found in a lower holding tier into the first one."""
+    def _promote(self, source: Tier, header: Header, payload: Any, *, keep: bool = False) -> None:
+        """Move a checkpoint found in a lower holding tier into the first one
+        (``keep``: copy it, the shared tier keeps its copy for the other engines)."""
         target = self.holding[0]
         try:
             stored = target.write(header, payload, now=self._clock())
@@ -145,7 +182,7 @@ class TierStack:
         with self._lock:
             if stored and self._count is not None:
                 self._count("promotions")
-            if header.key in target:
+            if header.key in target and not keep:
                 source.remove(header.key)
 
     def hold(self, header: Header, payload: Any, *, promotion: bool) -> None:
@@ -189,7 +226,14 @@ class TierStack:
                                                                  "write_errors")}
         for tier in self.holding:
             tiers[tier.name] = tier.stats()
+        if self.shared is not None:
+            tiers[self.shared.name] = self.shared.stats()
         return tiers
+
+    def publish(self, header: Header, payload: Any) -> None:
+        """Hand a durable write to the shared tier's background publisher (never waits)."""
+        if self.shared is not None:
+            self.shared.publish(header, frozen_copy(payload))
 
     # ---------------------------------------------------------------- close
     def flush(self) -> None:
@@ -198,6 +242,8 @@ class TierStack:
             self.pending.flush()
         for tier in self.holding:
             tier.flush()
+        if self.shared is not None:
+            self.shared.flush()
 
     def close(self) -> None:
         """Write what is queued, then close every tier, fastest first."""

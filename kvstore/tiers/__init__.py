@@ -2,13 +2,14 @@
 
 ``MemoryTier`` (RAM, in this process), ``WriteBehind`` (queued writes),
 ``DiskTier`` (a store directory; with a ``compression_level``, the cold
-tier), all following the :class:`Tier` protocol, which a third-party tier
+tier), ``SharedTier`` (Redis, shared by a fleet of engines), all following the :class:`Tier` protocol, which a third-party tier
 implements to join the stack (``CheckpointStore(..., tiers=[...])``).
 """
 
 from .base import Tier
 from .disk import DiskTier
 from .memory import MemoryTier, frozen_copy
+from .shared import SharedTier
 from .writeback import WriteBehind
 
-__all__ = ["Tier", "MemoryTier", "DiskTier", "WriteBehind", "frozen_copy"]
+__all__ = ["Tier", "MemoryTier", "DiskTier", "WriteBehind", "SharedTier", "frozen_copy"]

@@ -1,0 +1,374 @@
+"""The shared tier on a real Redis Cluster (three masters on loopback, started
+here) and on a single real Redis server: engines in separate processes share
+checkpoints, the fleet's budget holds with four writers, a killed master
+turns into misses and counted drops, corruption is a miss, namespaces never
+match. No mock Redis anywhere."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from kvstore import CheckpointStore
+from kvstore.keys import Namespace, PrefixKeys
+from kvstore.testing import check_tier
+from kvstore.tiers import SharedTier
+from kvstore.tiers.shared_index import chunk_key, index_keys
+from tests.redis_servers import RedisCluster, RedisServer, have_redis, scan_bytes
+
+BLOCK = 256
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    if not have_redis():
+        raise RuntimeError("redis-server and redis-cli are needed: apt-get install -y redis-server")
+    servers = RedisCluster(tmp_path_factory.mktemp("cluster")).start()
+    yield servers
+    servers.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    if not have_redis():
+        raise RuntimeError("redis-server and redis-cli are needed: apt-get install -y redis-server")
+    single = RedisServer(tmp_path_factory.mktemp("single"))
+    single.start()
+    yield single
+    single.stop()
+
+
+_namespaces = iter(range(10**6))
+
+
+def fresh(name: str = "model") -> str:
+    """A namespace no other test used: each test gets its own index and budget."""
+    return f"{name}-{next(_namespaces)}-{time.time_ns()}"
+
+
+def open_store(path, url, namespace, *, shared_capacity=64 << 20, **kwargs):
+    return CheckpointStore(path, 256 << 20, block_tokens=BLOCK, namespace=namespace, shared_url=url,
+                           shared_capacity_bytes=shared_capacity, **kwargs)
+
+
+def redis_client(url):
+    import redis
+    from redis.cluster import RedisCluster as Client
+
+    probe = redis.Redis.from_url(url)
+    clustered = int(probe.info("cluster").get("cluster_enabled", 0)) == 1
+    probe.close()
+    return Client.from_url(url) if clustered else redis.Redis.from_url(url)
+
+
+# ----------------------------------------------------------------- protocol
+def test_shared_tier_keeps_the_tier_protocol_on_a_cluster_and_on_a_single_server(cluster, server):
+    for url in (cluster.url, server.url):
+        check_tier(lambda: SharedTier(url, 1 << 20, namespace=Namespace(fresh()), block_tokens=4))
+
+
+def test_longest_match_takes_tails_and_the_deepest_block_and_ignores_other_prompts(cluster):
+    ns = Namespace(fresh())
+    tier = SharedTier(cluster.url, 8 << 20, namespace=ns, block_tokens=4)
+    try:
+        tokens = list(range(100, 120))
+        prefix = PrefixKeys(ns, tokens, 4)
+        from kvstore.testing.tiers import _header
+        for n in (4, 8, 11):
+            assert tier.write(_header(ns, prefix, n, b"x" * n, 0.0), b"x" * n)
+        assert tier.longest_match(prefix) == (11, prefix.key(11))
+        assert tier.longest_match(PrefixKeys(ns, tokens[:10], 4)) == (8, prefix.key(8))
+        assert tier.longest_match(PrefixKeys(ns, tokens[:11] + [0], 4)) == (11, prefix.key(11))
+        assert tier.longest_match(PrefixKeys(ns, [1] + tokens[1:], 4)) is None
+        assert tier.tails_at(prefix.key(8)) == {prefix.key(11): 11}
+    finally:
+        tier.close()
+
+
+# ------------------------------------------------------ engines share prefixes
+ENGINE = textwrap.dedent("""
+    import hashlib, json, sys
+    import numpy as np
+    from kvstore import CheckpointStore
+    role, path, url, namespace = sys.argv[1:5]
+    tokens = list(range(7, 7 + 5000))
+    store = CheckpointStore(path, 256 << 20, block_tokens=256, namespace=namespace, shared_url=url,
+                            shared_capacity_bytes=64 << 20)
+    out = {}
+    if role == "write":
+        rng = np.random.default_rng(5)
+        for n in range(256, 4097, 256):
+            state = rng.standard_normal((n, 64)).astype(np.float16)
+            store.put(tokens[:n], state, session="s1")
+            out[n] = hashlib.sha256(state.tobytes()).hexdigest()
+        store.put(tokens[:4200], b"tail state", tail=True)
+        store.flush()
+        out["shared"] = store.stats()["tiers"]["shared"]
+    else:
+        match = store.lookup(tokens[:4150])
+        n, state = store.load_longest(tokens[:4150])
+        again = store.lookup(tokens[:4150])
+        out = {"tier": match.tier, "tokens": n, "sha": hashlib.sha256(state.tobytes()).hexdigest(),
+               "dtype": str(state.dtype), "shape": list(state.shape), "again": again.tier}
+    store.close()
+    print(json.dumps(out))
+""")
+
+
+def run_engine(*args: str) -> dict:
+    done = subprocess.run([sys.executable, "-c", ENGINE, *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_an_engine_in_another_process_reloads_the_longest_prefix_with_exact_bytes(cluster, tmp_path):
+    namespace = fresh()
+    wrote = run_engine("write", str(tmp_path / "a"), cluster.url, namespace)
+    assert wrote["shared"]["entries"] == 17 and wrote["shared"]["local"]["drops"] == 0
+    read = run_engine("read", str(tmp_path / "b"), cluster.url, namespace)
+    assert read["tier"] == "shared" and read["tokens"] == 4096
+    assert read["sha"] == wrote["4096"] and read["dtype"] == "float16" and read["shape"] == [4096, 64]
+    assert read["again"] == "disk"  # promoted: the next turn is local
+
+
+def test_two_namespaces_never_match(cluster, tmp_path):
+    tokens = list(range(3000))
+    with open_store(tmp_path / "a", cluster.url, fresh("llama")) as a:
+        a.put(tokens[:2048], b"llama kv")
+        a.flush()
+        with open_store(tmp_path / "b", cluster.url, fresh("qwen")) as b:
+            assert b.lookup(tokens) is None
+            assert b.stats()["tiers"]["shared"]["entries"] == 0
+        with open_store(tmp_path / "c", cluster.url, a.namespace.name) as c:
+            assert c.load_longest(tokens) == (2048, b"llama kv")
+
+
+def test_a_single_server_with_a_password_in_the_url_works_and_stats_hide_the_password(tmp_path):
+    guarded = RedisServer(tmp_path / "auth", extra=("--requirepass", "s3cret"))
+    guarded.start()
+    try:
+        url = f"redis://default:s3cret@127.0.0.1:{guarded.port}"
+        tokens = list(range(1000))
+        with open_store(tmp_path / "a", url, "m") as a:
+            a.put(tokens[:512], b"state")
+            a.flush()
+            shared = a.stats()["tiers"]["shared"]
+            assert shared["entries"] == 1 and "s3cret" not in shared["url"]
+        with open_store(tmp_path / "b", url, "m") as b:
+            assert b.load_longest(tokens) == (512, b"state")
+        wrong = f"redis://default:nope@127.0.0.1:{guarded.port}"
+        with open_store(tmp_path / "c", wrong, "m") as c:  # refused: a miss, never an exception
+            assert c.lookup(tokens) is None
+            assert c.stats()["tiers"]["shared"]["reachable"] is False
+    finally:
+        guarded.stop()
+
+
+# --------------------------------------------------------------- corruption
+@pytest.mark.parametrize("damage", ["flip a byte", "delete a chunk", "truncate a chunk"])
+def test_a_damaged_chunk_is_a_miss_never_wrong_bytes(cluster, tmp_path, damage):
+    namespace = fresh()
+    tokens = list(range(4000))
+    state = np.arange(3 * 1024 * 1024, dtype=np.uint8)  # 3 MiB: one chunk of the two we damage
+    with open_store(tmp_path / "a", cluster.url, namespace) as a:
+        a.put(tokens[:1024], b"short state")
+        a.put(tokens[:2048], state)
+        a.flush()
+    client = redis_client(cluster.url)
+    ns = Namespace(namespace)
+    key = PrefixKeys(ns, tokens, BLOCK).key(2048)
+    manifest = json.loads(client.hget(index_keys(ns.digest8.hex())[0], key))
+    chunk = chunk_key(ns.digest8.hex(), key, manifest["token"], 0)
+    if damage == "flip a byte":
+        byte = client.getrange(chunk, 1000, 1000)
+        client.setrange(chunk, 1000, bytes([byte[0] ^ 0x40]))
+    elif damage == "delete a chunk":
+        client.delete(chunk)
+    else:
+        client.set(chunk, client.getrange(chunk, 0, 99))
+    with open_store(tmp_path / "b", cluster.url, namespace) as b:
+        assert b.lookup(tokens).tokens == 2048  # the manifest is still there...
+        assert b.load_longest(tokens) == (1024, b"short state")  # ...its bytes are not: the shorter one
+        shared = b.stats()["tiers"]["shared"]
+        assert shared["corrupt"] == 1 and shared["entries"] == 1  # dropped for the whole fleet
+        assert client.hget(index_keys(ns.digest8.hex())[0], key) is None
+    assert scan_bytes(cluster.url, f"kvs:{ns.digest8.hex()}:chunk:*") == len(b"short state")
+    client.close()
+
+
+# ------------------------------------------------------------------- budget
+WRITER = textwrap.dedent("""
+    import random, sys
+    from kvstore.keys import Namespace, PrefixKeys
+    from kvstore.testing.tiers import _header
+    from kvstore.tiers import SharedTier
+    url, namespace, capacity, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    ns = Namespace(namespace)
+    rng = random.Random(seed)
+    tier = SharedTier(url, capacity, namespace=ns, block_tokens=16, chunk_bytes=64 << 10, timeout=2.0)
+    system = [1] * 16
+    written = total = 0
+    while total < 3 * capacity:
+        session = system + [rng.randrange(1 << 30) for _ in range(16 * rng.randrange(1, 4))]
+        prefix = PrefixKeys(ns, session, 16)
+        for n in range(16, len(session) + 1, 16):
+            payload = rng.randbytes(rng.randrange(1 << 10, 200 << 10))
+            if tier.write(_header(ns, prefix, n, payload, 0.0), payload):
+                written += 1
+                total += len(payload)
+    tier.close()
+    print(written, total, tier.counters["faults"])
+""")
+
+
+def test_four_writers_at_three_times_the_capacity_never_exceed_the_budget(cluster):
+    capacity = 4 << 20
+    namespace = fresh()
+    ns = Namespace(namespace).digest8.hex()
+    stats_key = index_keys(ns)[9]
+    client = redis_client(cluster.url)
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, cluster.url, namespace, str(capacity), str(seed)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for seed in range(4)]
+    samples, worst_used, worst_held = 0, 0, 0
+    while any(w.poll() is None for w in writers):  # each sample: the whole cluster frozen for an instant
+        held, used = scan_bytes(cluster.url, f"kvs:{ns}:chunk:*", frozen_with=f"{stats_key} used")
+        assert held <= used  # chunks are written after their bytes are reserved, deleted before release
+        worst_used, worst_held = max(worst_used, used), max(worst_held, held)
+        samples += 1
+        time.sleep(0.02)
+    outputs = [w.communicate() for w in writers]
+    assert all(w.returncode == 0 for w in writers), [err for _, err in outputs]
+    written = [list(map(int, out.split())) for out, _ in outputs]
+    assert all(total >= 3 * capacity and faults == 0 for _, total, faults in written)
+    assert samples >= 5
+    assert worst_used <= capacity and worst_held <= capacity
+    fleet = {k.decode(): int(v) for k, v in client.hgetall(stats_key).items()}
+    held = scan_bytes(cluster.url, f"kvs:{ns}:chunk:*")
+    manifests = client.hgetall(index_keys(ns)[0])
+    assert fleet["used"] == held == sum(json.loads(m)["size"] for m in manifests.values())  # no leak
+    assert fleet["entries"] == len(manifests) and fleet["evictions"] > 0 and fleet["doomed_bytes"] == 0
+    # leaf-first: the one-block system prompt every session extends is still there
+    system_key = PrefixKeys(Namespace(namespace), [1] * 16, 16).key(16)
+    assert system_key.encode() in manifests
+    client.close()
+
+
+# ------------------------------------------------------------------- faults
+def test_a_master_killed_mid_run_gives_misses_and_drops_then_sharing_resumes(tmp_path):
+    fleet = RedisCluster(tmp_path / "cluster").start()
+    try:
+        namespace = fresh()
+        index_node = fleet.node_of(index_keys(Namespace(namespace).digest8.hex())[0])
+        rng = np.random.default_rng(0)
+        sessions = [list(rng.integers(0, 50_000, 3 * BLOCK)) for _ in range(40)]
+        errors: list[BaseException] = []
+        with open_store(tmp_path / "a", fleet.url, namespace) as a:
+            for tokens in sessions[:10]:
+                a.put(tokens[:BLOCK], b"before" * 100)
+            a.flush()
+            index_node.kill()  # SIGKILL, mid-run
+            waits = []
+            for tokens in sessions[10:30]:
+                try:
+                    started = time.monotonic()
+                    found = a.lookup(tokens)  # asks the shared tier: nothing local is that long
+                    waits.append(time.monotonic() - started)
+                    assert found is None
+                    assert a.put(tokens[:BLOCK], b"during" * 100)  # local service continues
+                    assert a.lookup(tokens).tier in ("ram", "disk")
+                except BaseException as exc:
+                    errors.append(exc)
+            a.flush()
+            during = a.stats()["tiers"]["shared"]
+            assert not errors
+            assert max(waits) < 5.0  # bounded (the timeout is 0.2 s; this only rules out hanging)
+            assert during["reachable"] is False and during["local"]["drops"] >= 1
+            assert during["local"]["faults"] >= 1
+
+            index_node.start()
+            fleet.wait_ok()
+            time.sleep(1.5)  # the tier is skipped for a second after a fault
+            deadline = time.monotonic() + 30
+            while not a.stats()["tiers"]["shared"]["reachable"]:
+                assert time.monotonic() < deadline, "sharing did not resume after the master came back"
+                time.sleep(0.5)
+            for tokens in sessions[30:]:
+                a.put(tokens[:BLOCK], b"after" * 100)
+            a.flush()
+        with open_store(tmp_path / "b", fleet.url, namespace) as b:
+            assert b.load_longest(sessions[35]) == (BLOCK, b"after" * 100)  # published after the restart
+            assert b.load_longest(sessions[5]) == (BLOCK, b"before" * 100)  # kept by the master's AOF
+            assert b.lookup(sessions[15]) is None  # dropped while the master was down
+    finally:
+        fleet.stop()
+
+
+def test_nothing_listening_is_a_miss_and_a_counted_drop_not_an_exception(tmp_path):
+    from tests.redis_servers import _free_port
+
+    url = f"redis://127.0.0.1:{_free_port()}"
+    tokens = list(range(600))
+    with open_store(tmp_path / "a", url, "m") as a:
+        assert a.put(tokens[:512], b"local")
+        assert a.load_longest(tokens) == (512, b"local")
+        assert a.lookup(list(range(1, 600))) is None
+        a.flush()
+        shared = a.stats()["tiers"]["shared"]
+        assert shared["reachable"] is False and shared["local"]["drops"] == 1
+
+
+def test_publishing_runs_in_the_background_and_a_full_queue_drops_the_oldest(cluster, tmp_path):
+    namespace = fresh()
+    tokens = list(range(20 * BLOCK))
+    gate = threading.Event()
+    with open_store(tmp_path / "a", cluster.url, namespace, max_pending_publishes=2) as a:
+        shared = a._stack.shared
+        original = shared._write
+        shared._write = lambda *args: (gate.wait(10), original(*args))[1]  # hold the publisher thread
+        for n in range(BLOCK, 6 * BLOCK + 1, BLOCK):
+            assert a.put(tokens[:n], b"s" * n)  # returns although nothing was published yet
+        gate.set()
+        a.flush()
+        stats = a.stats()["tiers"]["shared"]
+    # one in flight, two waiting, three dropped (the oldest waiting ones)
+    assert stats["local"]["drops"] == 3 and stats["local"]["publishes"] == 3
+    assert stats["drops"] == 3 and stats["entries"] == 3
+    with open_store(tmp_path / "b", cluster.url, namespace) as b:
+        assert b.load_longest(tokens)[0] == 6 * BLOCK  # the newest ones were kept
+
+
+# ---------------------------------------------------------------- arguments
+def test_shared_arguments_are_checked_before_anything_opens(tmp_path):
+    path = tmp_path / "s"
+    cases = {
+        "shared_capacity_bytes is required": dict(shared_url="redis://127.0.0.1:6379"),
+        "pass shared_url too": dict(shared_capacity_bytes=1 << 20),
+        "shared_url must start with": dict(shared_url="http://x", shared_capacity_bytes=1 << 20),
+        "snapshot layout only": dict(shared_url="redis://x:1", shared_capacity_bytes=1 << 20, layout="chained"),
+        "shared_timeout must be": dict(shared_url="redis://x:1", shared_capacity_bytes=1, shared_timeout=0),
+        "shared_capacity_bytes must be": dict(shared_url="redis://x:1", shared_capacity_bytes=-1),
+    }
+    for message, kwargs in cases.items():
+        with pytest.raises(ValueError, match=message):
+            CheckpointStore(path, 1 << 30, block_tokens=BLOCK, namespace="m", **kwargs)
+    assert not path.exists()
+
+
+def test_shared_hits_and_misses_are_counted_for_the_fleet(cluster, tmp_path):
+    namespace = fresh()
+    tokens = list(range(2000))
+    with open_store(tmp_path / "a", cluster.url, namespace) as a:
+        a.put(tokens[:1024], b"state")
+        a.flush()
+    with open_store(tmp_path / "b", cluster.url, namespace) as b:
+        assert b.lookup(tokens).tier == "shared"
+        assert b.lookup(list(range(1, 2000))) is None
+        stats = b.stats()["tiers"]["shared"]
+    assert stats["hits"] == 1 and stats["misses"] == 1 and stats["local"]["hits"] == 1

@@ -5,6 +5,7 @@ Examples::
     kvstore stats /var/cache/kv            # entries, bytes per tier, hits, evictions
     kvstore stats /var/cache/kv --json     # the same, machine-readable
     kvstore stats /var/cache/kv --cold /mnt/slow/kv   # with its cold tier
+    kvstore stats /var/cache/kv --shared redis://10.0.0.5:7000   # with the fleet's shared tier
     kvstore verify /var/cache/kv           # re-read every file, check every checksum
     kvstore verify /var/cache/kv --repair  # quarantine bad files, rebuild a damaged index
     kvstore ls /var/cache/kv               # every checkpoint: tokens, size, age, hits, pin
@@ -46,9 +47,27 @@ def rebuild_index(path: str) -> str:
     return target
 
 
+def _shared_stats(url: str, store: CheckpointStore) -> dict:
+    """The fleet's shared tier of ``store``'s namespace at ``url``; ``KVStoreError`` when it does not answer."""
+    from .tiers.shared import SharedTier, _redacted, check_url
+
+    check_url(url)
+    tier = SharedTier(url, 1, namespace=store.namespace, block_tokens=store.block_tokens, timeout=2.0)
+    try:
+        shared = tier.stats()
+    finally:
+        tier.close()
+    if not shared["reachable"]:
+        raise KVStoreError(f"--shared {_redacted(url)}: Redis does not answer ({tier.last_fault})")
+    del shared["local"]  # this process's own counters: nothing happened in it
+    return shared
+
+
 def _cmd_stats(args: argparse.Namespace) -> int:
     with CheckpointStore(args.path, readonly=True, cold_path=args.cold) as store:
         stats = store.stats()
+        if args.shared is not None:
+            stats["tiers"]["shared"] = _shared_stats(args.shared, store)
     if args.json:
         print(json.dumps(stats, indent=2))
         return 0
@@ -77,6 +96,10 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     console.print(f"hits {stats['hits']}  misses {stats['misses']}  puts {stats['puts']}  "
                   f"declined {stats['declined']}  evictions {stats['evictions']}  "
                   f"quarantined {stats['quarantined']}")
+    shared = stats["tiers"].get("shared")
+    if shared is not None:
+        console.print(f"shared ({shared['url']}, every engine of this namespace): publishes "
+                      f"{shared['publishes']}  drops {shared['drops']}  corrupt {shared['corrupt']}")
     return 0
 
 
@@ -187,6 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--cold", metavar="COLD_PATH", default=None,
                        help="also report the store's cold tier in COLD_PATH (the RAM tier lives "
                             "inside each process and is not visible from here)")
+    stats.add_argument("--shared", metavar="URL", default=None,
+                       help="also report the shared tier this store's engines use: the fleet's entries, "
+                            "bytes, capacity, hits, misses, evictions and drops for the store's namespace "
+                            "(redis://host:port of any cluster node; needs kvstore[shared])")
     stats.set_defaults(func=_cmd_stats)
     verify = sub.add_parser(
         "verify", help="re-read every payload and check its checksum",
@@ -226,9 +253,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # a shared tier that does not answer is reported once, as the error
+        logging.getLogger("kvstore.tiers.shared").setLevel(logging.ERROR)
     try:
         return args.func(args)
-    except (KVStoreError, ValueError, OSError) as exc:
+    except (KVStoreError, ValueError, OSError, ImportError) as exc:
         print(f"kvstore: error: {exc}", file=sys.stderr)
         return 2
 

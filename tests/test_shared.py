@@ -372,3 +372,31 @@ def test_shared_hits_and_misses_are_counted_for_the_fleet(cluster, tmp_path):
         assert b.lookup(list(range(1, 2000))) is None
         stats = b.stats()["tiers"]["shared"]
     assert stats["hits"] == 1 and stats["misses"] == 1 and stats["local"]["hits"] == 1
+
+
+# --------------------------------------------------------------- command line
+def test_kvstore_stats_shows_the_fleets_shared_tier(cluster, tmp_path):
+    namespace = fresh()
+    tokens = list(range(3000))
+    with open_store(tmp_path / "a", cluster.url, namespace) as a:
+        a.put(tokens[:1024], b"x" * 5000)
+        a.put(tokens[:2048], b"y" * 7000)
+        a.flush()
+    with open_store(tmp_path / "b", cluster.url, namespace) as b:
+        b.lookup(tokens)
+        b.lookup([5] * 600)
+    cli = [sys.executable, "-m", "kvstore.cli", "stats", str(tmp_path / "a"), "--shared", cluster.url]
+    shown = subprocess.run([*cli, "--json"], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    shared = json.loads(shown.stdout)["tiers"]["shared"]
+    assert (shared["entries"], shared["bytes"], shared["capacity_bytes"]) == (2, 12000, 64 << 20)
+    assert (shared["hits"], shared["misses"], shared["evictions"], shared["drops"]) == (1, 1, 0, 0)
+    table = subprocess.run(cli, capture_output=True, text=True, timeout=60, env={"COLUMNS": "80", "PATH": ""})
+    assert table.returncode == 0 and "shared" in table.stdout and "publishes 2" in table.stdout
+    assert max(len(line) for line in table.stdout.splitlines()) <= 80
+    from tests.redis_servers import _free_port
+
+    down = subprocess.run([*cli[:-1], f"redis://127.0.0.1:{_free_port()}"], capture_output=True, text=True,
+                          timeout=60)
+    assert down.returncode == 2 and "--shared redis://127.0.0.1:" in down.stderr and "does not answer" in down.stderr
+    assert len(down.stderr.strip().splitlines()) == 1

@@ -143,6 +143,8 @@ class SharedTier:
         self._scripts: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._retry_at = 0.0
+        self.last_fault: str | None = None  #: what went wrong last, for messages
+        self._healthy = True
         self.counters = {"hits": 0, "misses": 0, "publishes": 0, "drops": 0, "faults": 0, "corrupt": 0,
                          "skipped": 0}
         self._unsent = {"hits": 0, "misses": 0, "drops": 0}  # not yet added to the fleet's counters
@@ -175,8 +177,12 @@ class SharedTier:
     def _fault(self, what: str, exc: BaseException | str) -> None:
         self.counters["faults"] += 1
         self._retry_at = time.monotonic() + self.retry_after
-        log.warning("shared tier %s: %s failed (%s); skipping it for %.1f s", self.url, what, exc,
-                    self.retry_after)
+        self.last_fault = f"{what} failed: {exc}"
+        # one warning per outage; the rest, while it lasts, at debug level
+        log.log(logging.WARNING if self._healthy else logging.DEBUG,
+                "shared tier %s: %s failed (%s); lookups miss and publishes are dropped until it answers",
+                _redacted(self.url), what, exc)
+        self._healthy = False
         with self._lock:
             client, self._client = self._client, None
         if client is not None:
@@ -192,7 +198,11 @@ class SharedTier:
             return default
         future = self._pool.submit(call)
         try:
-            return future.result(self.timeout if timeout is None else timeout)
+            result = future.result(self.timeout if timeout is None else timeout)
+            if not self._healthy:
+                log.warning("shared tier %s answers again", _redacted(self.url))
+                self._healthy = True
+            return result
         except concurrent.futures.TimeoutError:
             self._fault(what, "timed out")
         except Exception as exc:  # every fault of the shared tier is a miss

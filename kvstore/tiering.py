@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import logging
 import threading
+
+import numpy as np
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -39,7 +41,7 @@ from .fileformat import Header
 from .keys import PrefixKeys
 from .layout import Layout
 from .tiers.base import Tier
-from .tiers.memory import MemoryTier, frozen_copy
+from .tiers.memory import MemoryTier, _read_only_throughout, frozen_copy
 from .tiers.writeback import WriteBehind
 
 __all__ = ["TierStack"]
@@ -231,9 +233,17 @@ class TierStack:
         return tiers
 
     def publish(self, header: Header, payload: Any) -> None:
-        """Hand a durable write to the shared tier's background publisher (never waits)."""
-        if self.shared is not None:
-            self.shared.publish(header, frozen_copy(payload))
+        """Hand a durable write to the shared tier's background publisher; never
+        waits and never copies: a payload the caller may still change is read
+        back from the disk tier by the publisher (the file was just written, so
+        the page cache serves it). O(1)."""
+        if self.shared is None:
+            return
+        if isinstance(payload, bytes) or (isinstance(payload, np.ndarray) and _read_only_throughout(payload)):
+            self.shared.publish(header, payload)
+        else:
+            disk, key = self.holding[0], header.key
+            self.shared.publish(header, lambda: disk.read(key))
 
     # ---------------------------------------------------------------- close
     def flush(self) -> None:

@@ -21,7 +21,7 @@ from kvstore.keys import Namespace, PrefixKeys
 from kvstore.testing import check_tier
 from kvstore.tiers import SharedTier
 from kvstore.tiers.shared_index import chunk_key, index_keys
-from tests.redis_servers import RedisCluster, RedisServer, have_redis, scan_bytes
+from kvstore.testing.redis_servers import RedisCluster, RedisServer, have_redis, scan_bytes
 
 BLOCK = 256
 
@@ -311,7 +311,7 @@ def test_a_master_killed_mid_run_gives_misses_and_drops_then_sharing_resumes(tmp
 
 
 def test_nothing_listening_is_a_miss_and_a_counted_drop_not_an_exception(tmp_path):
-    from tests.redis_servers import _free_port
+    from kvstore.testing.redis_servers import _free_port
 
     url = f"redis://127.0.0.1:{_free_port()}"
     tokens = list(range(600))
@@ -394,9 +394,22 @@ def test_kvstore_stats_shows_the_fleets_shared_tier(cluster, tmp_path):
     table = subprocess.run(cli, capture_output=True, text=True, timeout=60, env={"COLUMNS": "80", "PATH": ""})
     assert table.returncode == 0 and "shared" in table.stdout and "publishes 2" in table.stdout
     assert max(len(line) for line in table.stdout.splitlines()) <= 80
-    from tests.redis_servers import _free_port
+    from kvstore.testing.redis_servers import _free_port
 
     down = subprocess.run([*cli[:-1], f"redis://127.0.0.1:{_free_port()}"], capture_output=True, text=True,
                           timeout=60)
     assert down.returncode == 2 and "--shared redis://127.0.0.1:" in down.stderr and "does not answer" in down.stderr
     assert len(down.stderr.strip().splitlines()) == 1
+
+
+def test_a_buffer_changed_after_put_publishes_what_was_stored(cluster, tmp_path):
+    namespace = fresh()
+    tokens = list(range(2000))
+    state = np.arange(100_000, dtype=np.float32)
+    with open_store(tmp_path / "a", cluster.url, namespace) as a:
+        assert a.put(tokens[:1024], state)
+        state[:] = -1  # the engine reuses its buffer at once; the publisher has not run yet
+        a.flush()
+    with open_store(tmp_path / "b", cluster.url, namespace) as b:
+        n, loaded = b.load_longest(tokens)
+    assert n == 1024 and np.array_equal(loaded, np.arange(100_000, dtype=np.float32))

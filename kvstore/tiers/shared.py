@@ -285,7 +285,9 @@ class SharedTier:
 
     # -------------------------------------------------------------- writes
     def publish(self, header: Header, payload: Any) -> None:
-        """Queue ``payload`` (which nobody may modify any more) for publishing; never waits. O(1)."""
+        """Queue ``payload`` for publishing; never waits. O(1). ``payload`` is
+        what nobody may modify any more, or a function returning ``(header,
+        payload)`` (or ``None`` when it is gone), called in the background."""
         if self._closed or not self.available:
             self._count("drops")
             return
@@ -295,8 +297,15 @@ class SharedTier:
         if not self.available:
             self._count("drops")
             return
+        header, payload = item
+        if callable(payload):
+            found = payload()
+            if found is None:  # evicted before its turn came
+                self._count("drops")
+                return
+            header, payload = found
         try:
-            self._write(*item)
+            self._write(header, payload)
         except Exception as exc:
             self._count("drops")
             self._fault("publish", exc)

@@ -46,9 +46,10 @@ class RedisServer:
     """One ``redis-server`` on loopback; ``cluster=True`` starts it as a cluster node."""
 
     def __init__(self, folder: Path, *, cluster: bool = False, port: int | None = None,
-                 extra: tuple[str, ...] = ()) -> None:
+                 extra: tuple[str, ...] = (), persist: bool = True) -> None:
         self.folder = folder
         self.extra = extra
+        self.persist = persist
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port = port or _free_port()
         self.cluster = cluster
@@ -60,7 +61,8 @@ class RedisServer:
 
     def start(self) -> None:
         args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
-                "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "no",
+                "--save", "", "--appendonly", "yes" if self.persist else "no", "--appendfsync", "always",
+                "--protected-mode", "no",
                 "--logfile", str(self.folder / "redis.log")]
         if self.cluster:
             args += ["--cluster-enabled", "yes", "--cluster-config-file", str(self.folder / "nodes.conf"),
@@ -94,10 +96,12 @@ class RedisServer:
 
 
 class RedisCluster:
-    """Three masters, no replicas, on loopback; ``url`` names the first."""
+    """Three masters, no replicas, on loopback; ``url`` names the first.
+    ``persist`` keeps an append-only file fsynced on every write (a killed
+    master comes back with its data); without it nothing touches the disk."""
 
-    def __init__(self, folder: Path, masters: int = 3) -> None:
-        self.nodes = [RedisServer(folder / f"node{i}", cluster=True) for i in range(masters)]
+    def __init__(self, folder: Path, masters: int = 3, *, persist: bool = True) -> None:
+        self.nodes = [RedisServer(folder / f"node{i}", cluster=True, persist=persist) for i in range(masters)]
 
     @property
     def url(self) -> str:

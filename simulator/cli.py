@@ -6,6 +6,7 @@ Typical session:
     kvsim sweep traces/openclaw-strip-history.jsonl --capacities 5%,10%,25%,50% \\
           --policies all --plot sweep.png                    # which policy wins
     kvsim simulate my.jsonl --capacity 64GiB --policy prefix-chain --requests per-request.jsonl
+    kvsim simulate my.jsonl --engines 4 --capacity 5% --shared-capacity 20%   # what a shared tier saves
     kvsim scenarios                                          # the OpenClaw report, call by call
 
 Capacities are bytes (4096, 64MiB, 256GiB) or a percentage of the trace's
@@ -148,6 +149,8 @@ def _public(result: dict) -> dict:
 
 
 def cmd_simulate(args) -> int:
+    if args.engines > 1 or args.shared_capacity is not None:
+        return _simulate_fleet(args)
     backend = None
     if args.backend == "store":
         if not args.store_dir:
@@ -192,6 +195,75 @@ def cmd_simulate(args) -> int:
         from .report import print_table
         print_table([result], title=f"{args.trace} — profile {args.profile}")
     return 0
+
+
+def _simulate_fleet(args) -> int:
+    """``--engines N [--shared-capacity X]``: the fleet without, then with, the shared tier."""
+    from .fleet import fleet
+
+    if args.backend == "store" or args.store_dir:
+        raise ValueError("--engines/--shared-capacity: a fleet is simulated with --backend manager only")
+    if args.layout != "snapshot":
+        raise ValueError("--engines/--shared-capacity: a fleet models the snapshot layout only")
+    shared_text = args.shared_capacity
+    if shared_text is not None:
+        _capacity("--shared-capacity", shared_text, 1 if shared_text.strip().endswith("%") else None)
+    config = _replay_config(args)
+    if is_offline_name(args.policy):
+        raise ValueError(f"--policy {args.policy}: an offline reference cannot run in a fleet; "
+                         f"pick an online policy (kvsim policies)")
+    keys = _keys(args)
+    working_set = keys.working_set_bytes(config.entry_bytes)
+    spec = _spec(args, args.policy, args.capacity, working_set)
+    shared_bytes = None if shared_text is None else _capacity("--shared-capacity", shared_text, working_set)
+    sink = open(args.requests, "w", encoding="utf-8") if args.requests else None
+    variants = [(None, f"{args.engines} engines")]
+    if shared_bytes is not None:
+        variants.append((shared_bytes, f"+ shared {shared_text}"))
+    results, reports = [], []
+    progress, task = _progress_runner(len(keys) * len(variants), "replaying the fleet")
+    try:
+        with progress:
+            for done, (shared, label) in enumerate(variants):
+                report: dict = {}
+                last = done == len(variants) - 1
+                backend = fleet(engines=args.engines, shared_bytes=shared, report=report, route=args.route)
+                result = run(spec, keys=keys, backend=backend,
+                             on_request=(lambda r: sink.write(json.dumps(r.to_json()) + "\n")) if sink and last
+                             else None,
+                             progress=lambda n, base=done * len(keys): progress.update(task, completed=base + n))
+                results.append({**result, "policy_label": label, **report})
+                reports.append(report)
+    finally:
+        if sink:
+            sink.close()
+    if args.json:
+        print(json.dumps([_public(r) for r in results], indent=2))
+        return 0
+    from .report import print_fleet
+    print_fleet(results, title=f"{os.path.basename(args.trace)}: {args.policy}, {args.capacity} per engine")
+    per_engine = reports[0]["requests_per_engine"]
+    routing = {"session": "sessions hashed to engines", "request": "every request to any engine"}[args.route]
+    print(f"routing: {'engine tags' if keys.engines else routing}; requests per engine "
+          f"{', '.join(map(str, per_engine))}")
+    if shared_bytes is not None:
+        before, after, fleet_report = results[0], results[1], reports[1]
+        saved = before["reprefill_seconds"] - after["reprefill_seconds"]
+        share = saved / before["reprefill_seconds"] if before["reprefill_seconds"] else 0.0
+        print(f"shared tier {shared_text} ({fleet_report['shared_capacity_bytes'] / 2**30:.1f} GiB): served "
+              f"{fleet_report['shared_hits']} lookups ({fleet_report['shared_loaded_tokens']:,} tokens), "
+              f"{fleet_report['shared_evictions']} evictions")
+        print(f"re-prefill without it {before['reprefill_seconds']:,.0f} s, with it {after['reprefill_seconds']:,.0f} s: "
+              f"{saved:,.0f} s saved ({share:.1%})")
+    return 0
+
+
+def is_offline_name(policy: str) -> bool:
+    from policies.registry import is_offline
+    try:
+        return is_offline(policy)
+    except (KeyError, ValueError):
+        return False
 
 
 def cmd_sweep(args) -> int:
@@ -379,6 +451,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "CheckpointStore in --store-dir, writing payload files of the profile's sizes "
                         "(proves the simulator makes the store's decisions; disk speed)")
     p.add_argument("--store-dir", metavar="DIR", help="with --backend store: an empty or new directory")
+    p.add_argument("--engines", type=_positive_int, default=1, metavar="N",
+                   help="a fleet of N engines, each with --capacity of its own; a request goes to the engine "
+                        "its 'engine' tag names, else to the one its session hashes to (default 1)")
+    p.add_argument("--route", choices=["session", "request"], default="session",
+                   help="without engine tags: 'session' sends a session's requests to one engine (affinity); "
+                        "'request' sends each request to an engine of its own (a load balancer without "
+                        "affinity, sessions moving between machines)")
+    p.add_argument("--shared-capacity", metavar="SIZE", default=None,
+                   help="add one shared tier of SIZE (bytes or share of the working set) that every engine "
+                        "publishes to and looks up in; prints the fleet without it and with it")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("sweep", help="replay a trace for every policy x capacity",

@@ -48,13 +48,17 @@ class Profile:
     kv_bytes_per_token: float
     fixed_bytes: int  #: per-checkpoint bytes that do not grow with tokens
     load_latency_s: float = 0.05
+    #: shared tier (``kvsim simulate --shared-capacity``): read bandwidth over the network, bytes/s
+    #: (500 MiB/s: ``bench/bench_shared.py`` read and verified 64 MiB in 0.13 s from a loopback cluster)
+    shared_read_bps: float = 500 * 2**20
+    shared_latency_s: float = 0.002  #: a shared lookup and read's round trips
 
     def __post_init__(self) -> None:
-        for name in ("prefill_tps", "context_halving", "decode_tps", "disk_read_bps"):
+        for name in ("prefill_tps", "context_halving", "decode_tps", "disk_read_bps", "shared_read_bps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(f"profile {self.name!r}: {name} must be a number > 0, got {value!r}")
-        for name in ("kv_bytes_per_token", "fixed_bytes", "load_latency_s"):
+        for name in ("kv_bytes_per_token", "fixed_bytes", "load_latency_s", "shared_latency_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"profile {self.name!r}: {name} must be a number >= 0, got {value!r}")
@@ -70,6 +74,10 @@ class Profile:
 
     def load_seconds(self, nbytes: int) -> float:
         return self.load_latency_s + nbytes / self.disk_read_bps
+
+    def shared_load_seconds(self, nbytes: int) -> float:
+        """Seconds to fetch a checkpoint of ``nbytes`` from the shared tier."""
+        return self.shared_latency_s + nbytes / self.shared_read_bps
 
     def checkpoint_bytes(self, tokens: int) -> int:
         """Bytes a snapshot of ``tokens`` tokens occupies."""

@@ -43,10 +43,10 @@ __all__ = ["KeyedTrace", "KeyedPrompt", "RequestInfo", "UNKNOWN_KEY"]
 #: the id :meth:`KeyedPrompt.key` returns for a length no stored key can match
 UNKNOWN_KEY = -1
 
-_ARRAYS = ("t", "session", "warmup", "total", "aligned_start", "aligned_ids", "tail_start", "tail_len",
+_ARRAYS = ("t", "session", "engine", "warmup", "total", "aligned_start", "aligned_ids", "tail_start", "tail_len",
            "tail_ids", "blend_start", "blend_pos", "blend_end", "blend_cap", "id_tokens")
 _FORMAT = "kvsim-keys"
-_VERSION = 1
+_VERSION = 2
 
 
 class KeyedPrompt(AlignedChain):
@@ -90,6 +90,7 @@ class RequestInfo:
     session: str
     t: float
     warmup: bool
+    engine: str | None = None  #: the trace's ``engine`` tag: which engine of a fleet served it
 
 
 class KeyedTrace:
@@ -110,6 +111,7 @@ class KeyedTrace:
         self.block_tokens: int = int(meta["block_tokens"])
         self.write_tail: bool = bool(meta["write_tail"])
         self.source: str = meta.get("source", "")
+        self.engines: list[str] = list(meta.get("engines", []))  #: the trace's ``engine`` tags, by id
 
     # ------------------------------------------------------------------ build
     @classmethod
@@ -125,8 +127,9 @@ class KeyedTrace:
         # (anchor id, first token past it) -> {tail length: last tokens of the ends seen there}
         tails_at: dict[tuple[int, int], dict[int, set[int]]] = {}
         session_ids: dict[str, int] = {}
+        engine_ids: dict[str, int] = {}
         blend = BlendTracker()
-        cols = {name: [] for name in ("t", "session", "warmup", "total", "aligned_ids", "tail_len", "tail_ids",
+        cols = {name: [] for name in ("t", "session", "engine", "warmup", "total", "aligned_ids", "tail_len", "tail_ids",
                                       "blend_pos", "blend_end", "blend_cap")}
         aligned_start, tail_start, blend_start = [0], [0], [0]
 
@@ -168,6 +171,8 @@ class KeyedTrace:
             cols["t"].append(request.t)
             cols["session"].append(session_ids.setdefault(request.session, len(session_ids)))
             cols["warmup"].append(bool(request.tags.get("warmup")))
+            engine = request.tags.get("engine")
+            cols["engine"].append(-1 if engine is None else engine_ids.setdefault(str(engine), len(engine_ids)))
             cols["total"].append(total)
             cols["aligned_ids"].extend(aligned)
             aligned_start.append(aligned_start[-1] + len(aligned))
@@ -188,6 +193,7 @@ class KeyedTrace:
             "t": np.asarray(cols["t"], dtype=np.float64),
             "session": np.asarray(cols["session"], dtype=np.int64),
             "warmup": np.asarray(cols["warmup"], dtype=np.bool_),
+            "engine": np.asarray(cols["engine"], dtype=np.int64),
             "total": np.asarray(cols["total"], dtype=np.int64),
             "aligned_start": np.asarray(aligned_start, dtype=np.int64),
             "aligned_ids": np.asarray(cols["aligned_ids"], dtype=np.int64),
@@ -203,7 +209,8 @@ class KeyedTrace:
         if progress is not None:
             progress(count)
         return cls(arrays, list(session_ids), {"namespace": namespace, "block_tokens": block_tokens,
-                                                "write_tail": write_tail, "source": source})
+                                                "write_tail": write_tail, "source": source,
+                                                "engines": list(engine_ids)})
 
     # ------------------------------------------------------------- questions
     def __len__(self) -> int:
@@ -221,7 +228,9 @@ class KeyedTrace:
 
     def info(self, i: int) -> RequestInfo:
         a = self._a
-        return RequestInfo(self.sessions[int(a["session"][i])], float(a["t"][i]), bool(a["warmup"][i]))
+        engine = int(a["engine"][i])
+        return RequestInfo(self.sessions[int(a["session"][i])], float(a["t"][i]), bool(a["warmup"][i]),
+                           self.engines[engine] if engine >= 0 else None)
 
     def prompt(self, i: int) -> KeyedPrompt:
         """The keys of request ``i``. O(blocks)."""
@@ -245,8 +254,9 @@ class KeyedTrace:
         """Every request's info and keys, in trace order."""
         a = self._a
         t, session, warmup = a["t"].tolist(), a["session"].tolist(), a["warmup"].tolist()
+        engine, engines = a["engine"].tolist(), self.engines + [None]  # -1 (no tag) picks None
         for i in range(len(self)):
-            yield RequestInfo(self.sessions[session[i]], t[i], warmup[i]), self.prompt(i)
+            yield RequestInfo(self.sessions[session[i]], t[i], warmup[i], engines[engine[i]]), self.prompt(i)
 
     def last_request_of_sessions(self) -> dict[str, int]:
         """Each session's last request index."""
@@ -281,7 +291,7 @@ class KeyedTrace:
             np.save(os.path.join(directory, f"{name}.npy"), array, allow_pickle=False)
         meta = {"format": _FORMAT, "version": _VERSION, "namespace": self.namespace,
                 "block_tokens": self.block_tokens, "write_tail": self.write_tail, "source": self.source,
-                "sessions": self.sessions}
+                "sessions": self.sessions, "engines": self.engines}
         with open(os.path.join(directory, "meta.json"), "w", encoding="utf-8") as f:
             json.dump(meta, f)
 

@@ -50,7 +50,7 @@ from .tokens import TokenMaterializer
 from .trace import Request
 
 __all__ = ["ReplayConfig", "Metrics", "RequestResult", "replay", "METRIC_KEYS", "Backend", "ManagerBackend",
-           "load_bytes"]
+           "load_bytes", "store_checkpoint"]
 
 METRIC_KEYS = (
     "requests", "prompt_tokens", "loaded_tokens", "prefill_tokens", "reprefill_seconds",
@@ -294,6 +294,8 @@ def replay(
         last_of_session = {r.session: i for i, r in enumerate(requests)} if config.session_hints else {}
         steps = _hashed_steps(requests, config)
     store = backend(config, resolve(config.policy, **options))
+    begin = getattr(store, "begin", None)  # a fleet routes the request to one of its engines
+    load_cost = getattr(store, "load_seconds", None)  # a fleet loads from its disk or the shared tier
     profile = config.profile
     metrics = Metrics()
     done = 0
@@ -301,18 +303,26 @@ def replay(
         now = info.t
         session = info.session if config.session_hints else None
         total = len(prefix)
+        if begin is not None:
+            begin(info)
         loaded = store.lookup(prefix, now, session)
         prefill_s = profile.prefill_seconds(loaded, total)
         written = store.write(prefix, loaded, now, session)
         if session is not None and last_of_session[session] == i:
             store.end_session(session, now)
         if not info.warmup:
-            ttft = (profile.load_seconds(load_bytes(config, loaded)) if loaded else 0.0) + prefill_s
+            if not loaded:
+                load_s = 0.0
+            elif load_cost is not None:
+                load_s = load_cost(loaded)
+            else:
+                load_s = profile.load_seconds(load_bytes(config, loaded))
+            ttft = load_s + prefill_s
             metrics.add(prompt=total, loaded=loaded, prefill_seconds=prefill_s, ttft=ttft, written=written,
                         blend_tokens=blend(loaded))
             if on_request is not None:
                 on_request(RequestResult(info.session, info.t, total, loaded, total - loaded,
-                                         ttft, "disk" if loaded else None))
+                                         ttft, getattr(store, "source", "disk") if loaded else None))
         done += 1
         if progress is not None and done % 1000 == 0:
             progress(done)
@@ -339,40 +349,54 @@ def _hashed_steps(requests: Iterable[Request], config: ReplayConfig
     for request in requests:
         prefix = PrefixKeys(namespace, tokens_of.tokens(request.prompt), config.block_tokens)
         candidates = tracker.candidates(request.prompt)
-        yield (RequestInfo(request.session, request.t, bool(request.tags.get("warmup"))), prefix,
+        engine = request.tags.get("engine")
+        yield (RequestInfo(request.session, request.t, bool(request.tags.get("warmup")),
+                           None if engine is None else str(engine)), prefix,
                functools.partial(reusable_tokens, candidates))
 
 
 def _write_checkpoints(manager: EvictionManager, config: ReplayConfig, prefix: PrefixKeys,
-                       loaded: int, now: float, session: str | None = None) -> int:
-    """The engine writes checkpoints past what it loaded; returns bytes written."""
-    block = config.block_tokens
+                       loaded: int, now: float, session: str | None = None,
+                       on_insert: Callable[[Entry], None] | None = None) -> int:
+    """The engine writes checkpoints past what it loaded; returns bytes written.
+    ``on_insert`` sees each checkpoint stored (a fleet publishes it)."""
     written = 0
     for n in config.checkpoint_lengths(len(prefix), after=loaded):
-        key = prefix.key(n)
-        if key in manager:
+        if prefix.key(n) in manager:
             continue
-        is_tail = n % block != 0
         if config.layout == "chained":
             parent = prefix.parent_key(n)
             if parent is not None and parent not in manager:
                 break  # a block whose ancestors are gone could never be loaded
-        entry = Entry(key, tokens=n, size=config.entry_bytes(n), parent=prefix.parent_key(n),
-                      ancestors=prefix.ancestor_keys(n), is_tail=is_tail,
-                      anchor=prefix.key(prefix.anchor(n)) if is_tail else None)
-        try:  # in chained, the new block's ancestors must outlive the eviction it causes
-            room = manager.make_room(entry, now, protect=entry.ancestors if config.layout == "chained" else ())
-        except CapacityError:
-            room = None
-        if room is None:
+        entry = store_checkpoint(manager, config, prefix, n, now, session)
+        if entry is None:
             if config.layout == "chained":
                 break  # no block past this one could be loaded either
             continue
-        manager.insert(entry, now)
-        if session is not None:
-            manager.note_session(key, session)
+        if on_insert is not None:
+            on_insert(entry)
         written += entry.size
     return written
+
+
+def store_checkpoint(manager: EvictionManager, config: ReplayConfig, prefix: PrefixKeys, n: int, now: float,
+                     session: str | None = None) -> Entry | None:
+    """Store the checkpoint ``prefix[:n]`` as the store does (admission, eviction
+    to make room); the entry, or ``None`` when it was declined."""
+    is_tail = n % config.block_tokens != 0
+    entry = Entry(prefix.key(n), tokens=n, size=config.entry_bytes(n), parent=prefix.parent_key(n),
+                  ancestors=prefix.ancestor_keys(n), is_tail=is_tail,
+                  anchor=prefix.key(prefix.anchor(n)) if is_tail else None)
+    try:  # in chained, the new block's ancestors must outlive the eviction it causes
+        room = manager.make_room(entry, now, protect=entry.ancestors if config.layout == "chained" else ())
+    except CapacityError:
+        room = None
+    if room is None:
+        return None
+    manager.insert(entry, now)
+    if session is not None:
+        manager.note_session(entry.key, session)
+    return entry
 
 
 def working_set_bytes(requests: Iterable[Request], config: ReplayConfig) -> int:

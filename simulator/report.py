@@ -207,3 +207,23 @@ def plot_sweep(results: Sequence[dict], path: str, title: str = "") -> None:
     fig.tight_layout()
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
+
+
+def print_fleet(results: Sequence[dict], console=None, title: str | None = None) -> None:
+    """One row per fleet variant (``kvsim simulate --engines``): re-prefill,
+    hit rate, TTFT and what the shared tier served. Fits 80 columns."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console(width=None if Console().is_terminal else 80)
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
+                  caption="seconds; from shared: lookups it served / tokens loaded")
+    for column in ("fleet", "re-prefill", "hit rate", "TTFT p50", "p99", "misses", "from shared"):
+        table.add_column(column, justify="left" if column == "fleet" else "right", no_wrap=True)
+    for r in results:
+        shared = f"{r['shared_hits']}/{r['shared_loaded_tokens'] / 1e6:.1f}M" if "shared_capacity_bytes" in r \
+            else "-"
+        table.add_row(r["policy_label"], f"{r['reprefill_seconds']:,.0f}", f"{r['token_hit_rate']:.1%}",
+                      f"{r['ttft_p50']:.1f}", f"{r['ttft_p99']:.1f}", str(r["full_misses"]), shared)
+    console.print(table)

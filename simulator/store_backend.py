@@ -31,7 +31,7 @@ from policies.base import Policy
 
 from .replay import ReplayConfig
 
-__all__ = ["StoreBackend"]
+__all__ = ["StoreBackend", "StoreFleetBackend"]
 
 
 class StoreBackend:
@@ -41,7 +41,7 @@ class StoreBackend:
     the profile's payload size per checkpoint written.
     """
 
-    def __init__(self, path: str, config: ReplayConfig, policy: Policy) -> None:
+    def __init__(self, path: str, config: ReplayConfig, policy: Policy, **store_options) -> None:
         if os.path.exists(path) and os.listdir(path):
             raise ValueError(f"store_dir {path} is not empty: the replay needs a fresh store")
         self.config = config
@@ -49,7 +49,7 @@ class StoreBackend:
         self.store = CheckpointStore(
             path, capacity_bytes=config.capacity_bytes, block_tokens=config.block_tokens,
             namespace=config.namespace, policy=policy, layout=config.layout,
-            index_bytes=config.index_bytes, clock=lambda: self._now)
+            index_bytes=config.index_bytes, clock=lambda: self._now, **store_options)
 
     @classmethod
     def at(cls, path: str) -> Callable[[ReplayConfig, Policy], "StoreBackend"]:
@@ -107,3 +107,68 @@ class StoreBackend:
 
     def close(self) -> None:
         self.store.close()
+
+
+class StoreFleetBackend:
+    """A fleet of real stores sharing one real shared tier (Redis): the check
+    that :class:`simulator.fleet.FleetBackend` makes the fleet's decisions.
+
+    Engine ``i`` is a :class:`StoreBackend` in ``paths[i]`` whose store also
+    has ``shared_url``; a request is routed as the simulator routes it, a
+    shared match is loaded (copied to that engine's disk), and after each
+    request every publish is waited for, so the shared tier sees the writes in
+    the order the simulator does.
+    """
+
+    def __init__(self, paths: list[str], url: str, shared_bytes: int, config: ReplayConfig, policy: Policy,
+                 *, route: str = "session") -> None:
+        from policies.registry import resolve
+
+        from .fleet import Router
+
+        self.config = config
+        self.router = Router(len(paths), route)
+        self.engines = [StoreBackend(path, config, policy if i == 0 else resolve(config.policy),
+                                     shared_url=url, shared_capacity_bytes=shared_bytes, shared_timeout=5.0)
+                        for i, path in enumerate(paths)]
+        self._current = self.engines[0]
+        self.source: str | None = None
+
+    @classmethod
+    def at(cls, paths: list[str], url: str, shared_bytes: int, *, route: str = "session"
+           ) -> Callable[[ReplayConfig, Policy], "StoreFleetBackend"]:
+        def factory(config: ReplayConfig, policy: Policy) -> "StoreFleetBackend":
+            return cls(paths, url, shared_bytes, config, policy, route=route)
+        factory.needs_tokens = True
+        return factory
+
+    @property
+    def evictions(self) -> int:
+        return sum(engine.evictions for engine in self.engines)
+
+    def begin(self, info) -> None:
+        self._current = self.engines[self.router.engine(info)]
+
+    def lookup(self, prefix: PrefixKeys, now: float, session: str | None) -> int:
+        engine = self._current
+        engine._now = now
+        match = engine.store.lookup(prefix.tokens, session=session)
+        if match is None:
+            self.source = None
+            return 0
+        self.source = "shared" if match.tier == "shared" else "disk"
+        if match.tier == "shared":
+            engine.store.load(match)  # the engine loads it: copied to its disk
+        return match.tokens
+
+    def write(self, prefix: PrefixKeys, loaded: int, now: float, session: str | None) -> int:
+        written = self._current.write(prefix, loaded, now, session)
+        self._current.store.flush()  # publishes in the simulator's order
+        return written
+
+    def end_session(self, session: str, now: float) -> None:
+        self._current.end_session(session, now)
+
+    def close(self) -> None:
+        for engine in self.engines:
+            engine.close()

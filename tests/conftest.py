@@ -6,8 +6,10 @@ Profiles: ``ci`` (default, quick) and ``thorough`` (``--thorough`` or
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
+import time
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -68,3 +70,24 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
         terminalreporter.section("fault injection tally")
         for name, n in sorted(counts.items()):
             terminalreporter.write_line(f"{name}: {n}")
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory):
+    """A real 3-master Redis Cluster on loopback for the whole run (``redis-server``
+    must be installed; ``.ci/run`` installs it). Tests keep apart by namespace: :func:`fresh`."""
+    from kvstore.testing.redis_servers import RedisCluster, have_redis
+
+    if not have_redis():
+        raise RuntimeError("redis-server and redis-cli are needed: apt-get install -y redis-server")
+    servers = RedisCluster(tmp_path_factory.mktemp("cluster")).start()
+    yield servers
+    servers.stop()
+
+
+_namespaces = itertools.count()
+
+
+def fresh(name: str = "model") -> str:
+    """A namespace no other test used: its own shared index and budget."""
+    return f"{name}-{next(_namespaces)}-{time.time_ns()}"

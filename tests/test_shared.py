@@ -22,17 +22,9 @@ from kvstore.testing import check_tier
 from kvstore.tiers import SharedTier
 from kvstore.tiers.shared_index import chunk_key, index_keys
 from kvstore.testing.redis_servers import RedisCluster, RedisServer, have_redis, scan_bytes
+from tests.conftest import fresh
 
 BLOCK = 256
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    if not have_redis():
-        raise RuntimeError("redis-server and redis-cli are needed: apt-get install -y redis-server")
-    servers = RedisCluster(tmp_path_factory.mktemp("cluster")).start()
-    yield servers
-    servers.stop()
 
 
 @pytest.fixture(scope="module")
@@ -43,14 +35,6 @@ def server(tmp_path_factory):
     single.start()
     yield single
     single.stop()
-
-
-_namespaces = iter(range(10**6))
-
-
-def fresh(name: str = "model") -> str:
-    """A namespace no other test used: each test gets its own index and budget."""
-    return f"{name}-{next(_namespaces)}-{time.time_ns()}"
 
 
 def open_store(path, url, namespace, *, shared_capacity=64 << 20, **kwargs):

@@ -26,10 +26,12 @@ It is a tier of copies (``caches = True``): what it holds other engines may
 evict at any time, and what this engine's disk evicts is not handed to it
 (it got its copy when the checkpoint was written).
 
->>> from kvstore.keys import Namespace
+>>> from kvstore.keys import Namespace, PrefixKeys
 >>> tier = SharedTier("redis://127.0.0.1:1", 1 << 30, namespace=Namespace("demo"), block_tokens=4)
->>> tier.longest_match(None) is None  # nothing listens there: a miss, after at most 0.2 s
+>>> tier.longest_match(PrefixKeys(Namespace("demo"), range(9), 4)) is None  # nobody listens: a miss
 True
+>>> tier.counters["faults"], tier.available  # skipped for a second, then tried again
+(1, False)
 >>> tier.close()
 """
 

@@ -75,7 +75,7 @@ def connect(url: str, timeout: float) -> Any:
         from redis.cluster import RedisCluster
     except ImportError:
         raise ImportError("the shared tier needs redis-py: pip install 'kvstore[shared]'") from None
-    options = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    options = {"socket_timeout": timeout, "socket_connect_timeout": max(timeout, 1.0)}
     probe = redis.Redis.from_url(url, **options)
     try:
         clustered = int(probe.info("cluster").get("cluster_enabled", 0)) == 1
@@ -114,6 +114,8 @@ class SharedTier:
     :param chunk_bytes: largest chunk (default 8 MiB).
     :param min_read_bps: a read of ``n`` bytes may take ``timeout + n / min_read_bps`` seconds.
     :param ttl: seconds after which a reservation or deletion whose engine died is reclaimed.
+    :param connect_timeout: how long opening waits for the first connection (made in the
+        background; when it is not ready in time, lookups miss until it is).
     """
 
     name = "shared"
@@ -122,7 +124,7 @@ class SharedTier:
     def __init__(self, url: str, capacity_bytes: int, *, namespace: Namespace, block_tokens: int,
                  timeout: float = 0.2, max_pending: int = 16, retry_after: float = 1.0,
                  protect_tokens: int | None = None, chunk_bytes: int = CHUNK_BYTES,
-                 min_read_bps: float = 50e6, ttl: float = 60.0) -> None:
+                 min_read_bps: float = 50e6, ttl: float = 60.0, connect_timeout: float = 2.0) -> None:
         self.url = check_url(url)
         if isinstance(capacity_bytes, bool) or not isinstance(capacity_bytes, int) or capacity_bytes <= 0:
             raise ValueError(f"shared_capacity_bytes must be an int > 0, got {capacity_bytes!r}")
@@ -155,15 +157,17 @@ class SharedTier:
         self._publisher = Publisher(self._publish_one, max_items=max_pending, name="kvstore-shared-publish",
                                     idle=self._send_counters, on_drop=lambda: self._count("drops"))
         self._closed = False
+        self._guarded("connect", self._redis, None, timeout=connect_timeout)
 
     # ----------------------------------------------------------- plumbing
     def _redis(self) -> Any:
         with self._lock:
             if self._client is None:
                 client = connect(self.url, self.timeout)
-                self._scripts = {name: client.register_script(getattr(index, name))
-                                 for name in ("RESERVE", "COMMIT", "RELEASE", "ABORT", "FORGET", "PROBE",
-                                              "TOUCH", "COUNT")}
+                self._scripts = {}
+                for name in ("RESERVE", "COMMIT", "RELEASE", "ABORT", "FORGET", "PROBE", "TOUCH", "COUNT"):
+                    script = self._scripts[name] = client.register_script(getattr(index, name))
+                    client.script_load(script.script)  # every master has it before the first lookup
                 self._client = client
             return self._client
 

@@ -158,6 +158,42 @@ def test_a_single_server_with_a_password_in_the_url_works_and_stats_hide_the_pas
         guarded.stop()
 
 
+def test_tls_and_an_acl_user_in_the_url_work(tmp_path):
+    """``rediss://`` with the server's CA in the URL, and an ACL user that is not ``default``."""
+    ca_key, ca_crt, key, csr, crt = (str(tmp_path / n) for n in ("ca.key", "ca.crt", "s.key", "s.csr", "s.crt"))
+    openssl = [
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca_crt,
+         "-days", "1", "-subj", "/CN=kvstore test CA"],
+        ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"],
+        ["openssl", "x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial", "-out", crt,
+         "-days", "1", "-extfile", "/dev/stdin"],
+    ]
+    for command in openssl:
+        made = subprocess.run(command, input="subjectAltName=IP:127.0.0.1", capture_output=True, text=True)
+        assert made.returncode == 0, made.stderr
+    from kvstore.testing.redis_servers import _free_port
+
+    tls_port = _free_port()
+    server = RedisServer(tmp_path / "tls", extra=(
+        "--tls-port", str(tls_port), "--tls-cert-file", crt, "--tls-key-file", key, "--tls-ca-cert-file", ca_crt,
+        "--tls-auth-clients", "no", "--user", "default", "off", "--user", "engine", "on", ">pw", "~*", "&*",
+        "+@all"))
+    server.start()
+    try:
+        url = f"rediss://engine:pw@127.0.0.1:{tls_port}?ssl_ca_certs={ca_crt}"
+        tokens = list(range(1000))
+        with open_store(tmp_path / "a", url, "m") as a:
+            assert a.put(tokens[:512], b"over tls")
+            a.flush()
+            assert a.stats()["tiers"]["shared"]["entries"] == 1
+        with open_store(tmp_path / "b", url, "m") as b:
+            assert b.load_longest(tokens) == (512, b"over tls")
+        with open_store(tmp_path / "c", f"rediss://engine:pw@127.0.0.1:{tls_port}", "m") as c:  # CA unknown
+            assert c.lookup(tokens) is None and c.stats()["tiers"]["shared"]["reachable"] is False
+    finally:
+        server.stop()
+
+
 # --------------------------------------------------------------- corruption
 @pytest.mark.parametrize("damage", ["flip a byte", "delete a chunk", "truncate a chunk"])
 def test_a_damaged_chunk_is_a_miss_never_wrong_bytes(cluster, tmp_path, damage):

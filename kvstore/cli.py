@@ -6,6 +6,7 @@ Examples::
     kvstore stats /var/cache/kv --json     # the same, machine-readable
     kvstore stats /var/cache/kv --cold /mnt/slow/kv   # with its cold tier
     kvstore stats /var/cache/kv --shared redis://10.0.0.5:7000   # with the fleet's shared tier
+    kvstore shared-gc /var/cache/kv redis://10.0.0.5:7000        # delete chunks no index entry names
     kvstore verify /var/cache/kv           # re-read every file, check every checksum
     kvstore verify /var/cache/kv --repair  # quarantine bad files, rebuild a damaged index
     kvstore ls /var/cache/kv               # every checkpoint: tokens, size, age, hits, pin
@@ -195,6 +196,23 @@ def _cmd_evict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_shared_gc(args: argparse.Namespace) -> int:
+    from .tiers.shared import SharedTier, _redacted, check_url
+
+    check_url(args.url)
+    with CheckpointStore(args.path, readonly=True) as store:
+        namespace, block_tokens = store.namespace, store.block_tokens
+    tier = SharedTier(args.url, 1, namespace=namespace, block_tokens=block_tokens, timeout=2.0)
+    try:
+        if not tier.available:
+            raise KVStoreError(f"{_redacted(args.url)}: Redis does not answer ({tier.last_fault})")
+        chunks, nbytes = tier.collect_orphans()
+    finally:
+        tier.close()
+    print(f"deleted {chunks} orphaned chunks ({human_bytes(nbytes)}) of namespace {namespace.name!r}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kvstore", description=__doc__.split("\n\n")[0],
@@ -246,6 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
     evict.add_argument("path", help="the store directory")
     evict.add_argument("--to", required=True, metavar="SIZE", help="e.g. 100GiB, 64MiB, 4096")
     evict.set_defaults(func=_cmd_evict)
+    gc = sub.add_parser("shared-gc", help="delete shared-tier chunks that no index entry names",
+                        description="Delete the chunks of the store's namespace in the shared tier that no "
+                                    "manifest, reservation or deletion names: what is left when the master "
+                                    "holding the index came back without its data. Safe while engines run.")
+    gc.add_argument("path", help="a store directory of the fleet (for its namespace)")
+    gc.add_argument("url", help="redis://host:port of any cluster node (or the single server)")
+    gc.set_defaults(func=_cmd_shared_gc)
     return parser
 
 

@@ -436,3 +436,25 @@ def test_a_buffer_changed_after_put_publishes_what_was_stored(cluster, tmp_path)
     with open_store(tmp_path / "b", cluster.url, namespace) as b:
         n, loaded = b.load_longest(tokens)
     assert n == 1024 and np.array_equal(loaded, np.arange(100_000, dtype=np.float32))
+
+
+def test_shared_gc_deletes_the_chunks_an_emptied_index_no_longer_names(cluster, tmp_path):
+    namespace = fresh()
+    tokens = list(range(3000))
+    with open_store(tmp_path / "a", cluster.url, namespace) as a:
+        a.put(tokens[:1024], b"kept" * 1000)
+        a.flush()
+        ns = a.namespace.digest8.hex()
+        client = redis_client(cluster.url)
+        client.delete(*index_keys(ns))  # the index's master came back empty
+        a.put(tokens[:2048], b"new" * 1000)  # published after: the index names it
+        a.flush()
+    assert scan_bytes(cluster.url, f"kvs:{ns}:chunk:*") == 7000
+    cli = [sys.executable, "-m", "kvstore.cli", "shared-gc", str(tmp_path / "a"), cluster.url]
+    done = subprocess.run(cli, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "deleted 1 orphaned chunks" in done.stdout
+    assert scan_bytes(cluster.url, f"kvs:{ns}:chunk:*") == 3000
+    with open_store(tmp_path / "b", cluster.url, namespace) as b:
+        assert b.load_longest(tokens) == (2048, b"new" * 1000)
+    client.close()

@@ -450,6 +450,27 @@ class SharedTier:
             return None
         return {_text(k): int(v) for k, v in raw.items()}
 
+    def collect_orphans(self) -> tuple[int, int]:
+        """Delete chunks no manifest, reservation or deletion in the index names
+        (left behind when the index's master came back without its data); return
+        ``(chunks, bytes)`` deleted. Safe while engines write: a chunk is written
+        only after its reservation is in the index. O(keys of the namespace);
+        raises what redis-py raises when Redis does not answer."""
+        client = self._redis()
+        clustered = hasattr(client, "get_primaries")
+        nodes = [client.get_redis_connection(n) for n in client.get_primaries()] if clustered else [client]
+        pattern = f"kvs:{self.namespace}:chunk:*"
+        found = [name for node in nodes for name in node.scan_iter(match=pattern, count=1000)]
+        manifests = client.hgetall(self._keys[0])
+        live = {f"{_text(k)}:{json.loads(v)['token']}" for k, v in manifests.items()}
+        live.update(_text(i) for i in client.hkeys(self._keys[6]))  # reservations being written
+        live.update(_text(i) for i in client.hkeys(self._keys[8]))  # deletions under way
+        orphans = [name for name in found if _text(name).split("{", 1)[1].rsplit(":", 1)[0] not in live]
+        sizes = [client.strlen(name) for name in orphans]
+        if orphans:
+            self._delete(orphans)
+        return len(orphans), sum(sizes)
+
     def refresh(self) -> None:
         """Nothing to refresh: every lookup asks Redis."""
 

@@ -105,8 +105,8 @@ class MarconiPolicy(Policy):
     changes with every victim; the victim is chosen with numpy over arrays of
     the eligible checkpoints' last use and efficiency. Each checkpoint's
     nearest stored ancestor is kept up to date as checkpoints come and go.
-    Runtime complexity: O(n) in C per victim; O(log n) per hit; per insert or
-    removal, O(checkpoints whose nearest stored ancestor it shares or was).
+    Runtime complexity: O(n) in C per victim; O(1) per hit; per insert or
+    removal, O(ancestors + stored checkpoints below it).
 
     :param alpha: weight of FLOP efficiency against recency.
     :param context_scale: context length at which attention costs as much as the rest.
@@ -124,6 +124,8 @@ class MarconiPolicy(Policy):
         self._efficiency: dict[str, float] = {}
         self._nearest: dict[str, str | None] = {}  # stored key -> its nearest stored ancestor
         self._below: dict[str | None, set[str]] = {}  # stored key (None: none) -> keys it is nearest of
+        self._through: dict[str, set[str]] = {}  # any aligned key -> stored keys it is an ancestor of
+        self._ancestors: dict[str, tuple] = {}
         self._slot: dict[str, int] = {}  # eligible key -> its index in the arrays
         self._keys: list[str | None] = []
         self._free: list[int] = []
@@ -185,12 +187,14 @@ class MarconiPolicy(Policy):
         entry = self.view.entry(key)
         nearest = self.view.nearest_stored_ancestor(key)
         self._set_nearest(key, nearest)
+        self._ancestors[key] = entry.ancestors
+        for ancestor in entry.ancestors:
+            self._through.setdefault(ancestor, set()).add(key)
         if entry.is_tail:
             return  # a tail is nobody's ancestor
-        depth = len(entry.ancestors)  # where this key sits in a descendant's ancestors
+        # stored keys below this one that hung from its nearest stored ancestor now hang from it
         siblings = self._below[nearest]
-        moved = [k for k in siblings if k != key and len(a := self.view.entry(k).ancestors) > depth
-                 and a[depth] == key]
+        moved = [k for k in self._through.get(key, ()) if k in siblings]
         for k in moved:
             siblings.discard(k)
             self._set_nearest(k, key)
@@ -217,6 +221,11 @@ class MarconiPolicy(Policy):
         self._vacate(key)
         self._last_use.pop(key, None)
         self._efficiency.pop(key, None)
+        for ancestor in self._ancestors.pop(key, ()):
+            below = self._through[ancestor]
+            below.discard(key)
+            if not below:
+                del self._through[ancestor]
         nearest = self._nearest.pop(key, None)
         above = self._below.get(nearest)
         if above is not None:
@@ -257,3 +266,6 @@ class MarconiPolicy(Policy):
             assert self._keys[slot] == key and self._used[slot]
             assert self._recency[slot] == self._last_use[key] and self._eff[slot] == self._efficiency[key]
         assert int(self._used.sum()) == len(self._slot)
+        for key, ancestors in self._ancestors.items():
+            assert all(key in self._through[a] for a in ancestors), key
+        assert sum(map(len, self._through.values())) == sum(map(len, self._ancestors.values()))

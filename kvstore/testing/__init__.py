@@ -14,6 +14,9 @@ the rest of kvstore does not.
   a store's stack relies on: ``check_tier(lambda: MyTier(...))``.
 - :mod:`kvstore.testing.strategies`: realistic prompts and payloads (the
   simulator's trace strategy is :mod:`simulator.strategies`).
+- :mod:`kvstore.testing.redis_servers`: a real 3-master Redis Cluster or a
+  single server on loopback, in a temporary directory, for testing a shared
+  tier (needs ``redis-server`` and ``redis-cli``).
 
 Example::
 

@@ -290,12 +290,14 @@ def test_a_master_killed_mid_run_gives_misses_and_drops_then_sharing_resumes(tmp
         namespace = fresh()
         index_node = fleet.node_of(index_keys(Namespace(namespace).digest8.hex())[0])
         rng = np.random.default_rng(0)
-        sessions = [list(rng.integers(0, 50_000, 3 * BLOCK)) for _ in range(40)]
+        sessions = [list(rng.integers(0, 50_000, 3 * BLOCK)) for _ in range(45)]
         errors: list[BaseException] = []
         with open_store(tmp_path / "a", fleet.url, namespace, shared_timeout=0.5) as a:
             for tokens in sessions[:10]:
                 a.put(tokens[:BLOCK], b"before" * 100)
             a.flush()
+            for tokens in sessions[40:45]:  # 4 MiB each: the publisher is mid-write when the master dies
+                a.put(tokens[:BLOCK], np.ones(1 << 20, dtype=np.float32))
             index_node.kill()  # SIGKILL, mid-run
             waits = []
             for tokens in sessions[10:30]:

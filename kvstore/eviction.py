@@ -183,17 +183,7 @@ class EvictionManager:
         first tries the tails anchored there. Runtime complexity: O(blocks),
         plus O(block_tokens) hashing per tail candidate.
         """
-        total = len(prefix)
-        for n in range(prefix.anchor(total), -1, -self.block_tokens):
-            key = prefix.key(n)
-            tails = self._tails.get(key)
-            if tails:
-                for tail_key, tokens in sorted(tails.items(), key=lambda kv: -kv[1]):
-                    if n < tokens <= total and prefix.key(tokens) == tail_key:
-                        return tokens, tail_key
-            if n and key in self._entries:
-                return n, key
-        return None
+        return prefix.longest_held(self._tails.get, self._entries.__contains__)
 
     def tails_at(self, anchor: str) -> dict[str, int]:
         """Tails stored under the aligned key ``anchor``: ``{tail key: tokens}``."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import array
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Union
 
 import numpy as np
@@ -168,6 +168,28 @@ class AlignedChain:
         if top == n_tokens:
             top -= self.block_tokens
         return tuple(self._keys[1 : top // self.block_tokens + 1]) if top > 0 else ()
+
+    def longest_held(self, tails_at: Callable[[Any], dict | None], held: Callable[[Any], bool]
+                     ) -> tuple[int, Any] | None:
+        """``(tokens, key)`` of the longest prefix a holder has: walking the aligned
+        keys from the deepest down, at each the longest tail anchored there
+        (``tails_at(key)``: ``{tail key: tokens}`` or ``None``) that this prompt
+        extends, then the aligned key itself if ``held``. Every tier and model
+        answers a lookup with this one walk.
+
+        Runtime complexity: O(blocks), plus O(block_tokens) hashing per tail candidate.
+        """
+        total = len(self)
+        for n in range(self.anchor(total), -1, -self.block_tokens):
+            key = self._keys[n // self.block_tokens]
+            tails = tails_at(key)
+            if tails:
+                for tail_key, tokens in sorted(tails.items(), key=lambda kv: -kv[1]):
+                    if n < tokens <= total and self.key(tokens) == tail_key:
+                        return tokens, tail_key
+            if n and held(key):
+                return n, key
+        return None
 
 
 class PrefixKeys(AlignedChain):

@@ -111,18 +111,7 @@ class SharedModel:
 
     def longest_match(self, prefix: Any) -> tuple[int, Any] | None:
         """As :meth:`kvstore.tiers.SharedTier.longest_match`. O(blocks)."""
-        total = len(prefix)
-        block = prefix.block_tokens
-        for n in range(prefix.anchor(total), -1, -block):
-            key = prefix.key(n)
-            tails = self._tails.get(key)
-            if tails:
-                for tail_key, tokens in sorted(tails.items(), key=lambda kv: -kv[1]):
-                    if n < tokens <= total and prefix.key(tokens) == tail_key:
-                        return tokens, tail_key
-            if n and key in self.entries:
-                return n, key
-        return None
+        return prefix.longest_held(self._tails.get, self.entries.__contains__)
 
     def touch(self, key: Any) -> None:
         """A lookup matched ``key``: it becomes the most recently used. O(1)."""

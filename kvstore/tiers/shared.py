@@ -189,12 +189,16 @@ class SharedTier:
                 "shared tier %s: %s failed (%s); lookups miss and publishes are dropped until it answers",
                 _redacted(self.url), what, exc)
         self._healthy = False
+        self._disconnect()
+
+    def _disconnect(self) -> None:
+        """Drop the client (the next call connects again)."""
         with self._lock:
             client, self._client = self._client, None
         if client is not None:
             try:
                 client.close()
-            except Exception:
+            except Exception:  # a broken connection may fail to close: it is gone either way
                 pass
 
     def _guarded(self, what: str, call: Callable[[], Any], default: Any, timeout: float | None = None) -> Any:
@@ -233,15 +237,9 @@ class SharedTier:
         found = self._guarded("lookup", lambda: self._script("PROBE", *keys), None)
         if found is None:
             return None
-        for i, (n, key) in enumerate(zip(lengths, keys)):
-            present, tails = found[2 * i], found[2 * i + 1]
-            if tails:
-                for tail_key, tokens in sorted(json.loads(tails).items(), key=lambda kv: -kv[1]):
-                    if n < tokens <= total and prefix.key(tokens) == tail_key:
-                        return tokens, tail_key
-            if n and int(present):
-                return n, key
-        return None
+        held = {key for i, key in enumerate(keys) if int(found[2 * i])}
+        tails = {key: json.loads(found[2 * i + 1]) for i, key in enumerate(keys) if found[2 * i + 1]}
+        return prefix.longest_held(tails.get, held.__contains__)
 
     def tails_at(self, anchor: str) -> dict[str, int]:
         raw = self._guarded("tails", lambda: self._redis().hget(self._keys[3], anchor), None)
@@ -504,13 +502,7 @@ class SharedTier:
         self._send_counters()
         self._closed = True
         self._pool.shutdown(wait=False, cancel_futures=True)
-        with self._lock:
-            client, self._client = self._client, None
-        if client is not None:
-            try:
-                client.close()
-            except Exception:
-                pass
+        self._disconnect()
 
 
 def _text(value: Any) -> str:

@@ -43,6 +43,7 @@ def test_the_shared_model_evicts_what_the_redis_scripts_evict(cluster):
                 assert found == model.longest_match(prefix), f"step {step}"
                 if found is not None:
                     tier.record_hit(found[1])
+                    tier.flush()  # the touch is sent in the background; the next write follows it
                     model.touch(found[1])
                 continue
             tokens = system + [rng.randrange(1000) for _ in range(rng.choice([0, 4, 8]) + rng.randrange(0, 4))]

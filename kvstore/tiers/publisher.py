@@ -32,11 +32,11 @@ class Publisher:
     :param max_items: most items waiting; past it the oldest is dropped (``dropped``).
     :param name: the thread's name.
     :param idle: called about once a second while nothing waits (e.g. to flush counters).
-    :param on_drop: called for each dropped item.
+    :param on_drop: called with each dropped item.
     """
 
     def __init__(self, work: Callable[[Any], None], *, max_items: int, name: str,
-                 idle: Callable[[], None] | None = None, on_drop: Callable[[], None] | None = None) -> None:
+                 idle: Callable[[], None] | None = None, on_drop: Callable[[Any], None] | None = None) -> None:
         if isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 1:
             raise ValueError(f"max_items must be an int >= 1, got {max_items!r}")
         self._work, self._idle, self._on_drop = work, idle, on_drop
@@ -57,19 +57,18 @@ class Publisher:
         """Queue ``item``; drops the oldest waiting one when full. O(1), never waits for the work."""
         with self._cond:
             if self._closed:
-                self._drop(1)
+                self._drop([item])
                 return
             self._items.append(item)
             if len(self._items) > self._max:
-                self._items.popleft()
-                self._drop(1)
+                self._drop([self._items.popleft()])
             self._cond.notify_all()
 
-    def _drop(self, n: int) -> None:
-        self.dropped += n
+    def _drop(self, items: list) -> None:
+        self.dropped += len(items)
         if self._on_drop is not None:
-            for _ in range(n):
-                self._on_drop()
+            for item in items:
+                self._on_drop(item)
 
     def flush(self, timeout: float) -> bool:
         """Wait until nothing waits or runs, at most ``timeout`` seconds; whether it got there."""
@@ -87,7 +86,7 @@ class Publisher:
         self.flush(timeout)
         with self._cond:
             self._closed = True
-            self._drop(len(self._items))
+            self._drop(list(self._items))
             self._items.clear()
             self._cond.notify_all()
         self._thread.join(timeout)

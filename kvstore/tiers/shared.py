@@ -155,7 +155,7 @@ class SharedTier:
         self._count_lock = threading.Lock()
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="kvstore-shared")
         self._publisher = Publisher(self._publish_one, max_items=max_pending, name="kvstore-shared-publish",
-                                    idle=self._send_counters, on_drop=lambda: self._count("drops"))
+                                    idle=self._send_counters, on_drop=self._dropped)
         self._closed = False
         self._guarded("connect", self._redis, None, timeout=connect_timeout)
 
@@ -295,13 +295,25 @@ class SharedTier:
         if self._closed or not self.available:
             self._count("drops")
             return
-        self._publisher.submit((header, payload))
+        self._publisher.submit(("publish", header, payload))
 
-    def _publish_one(self, item: tuple[Header, Any]) -> None:
-        if not self.available:
+    def _dropped(self, item: tuple) -> None:
+        if item[0] == "publish":  # a lost touch only costs its checkpoint some recency
             self._count("drops")
+
+    def _publish_one(self, item: tuple) -> None:
+        """The background thread's work: ``("publish", header, payload)`` or ``("touch", key)``,
+        in the order the engine asked (a touch lands before the publishes that follow it)."""
+        if not self.available:
+            self._dropped(item)
             return
-        header, payload = item
+        if item[0] == "touch":
+            try:
+                self._script("TOUCH", item[1])
+            except Exception as exc:
+                self._fault("touch", exc)
+            return
+        _, header, payload = item
         if callable(payload):
             found = payload()
             if found is None:  # evicted before its turn came
@@ -411,7 +423,10 @@ class SharedTier:
 
     # ---------------------------------------------------------- statistics
     def record_hit(self, key: str, now: float = 0.0, session: str | None = None) -> None:
-        self._guarded("touch", lambda: self._script("TOUCH", key), None)
+        """Record the use in the fleet's LRU order, in the background (a lookup
+        waits for one round trip only, the probe). O(1)."""
+        if not self._closed and self.available:
+            self._publisher.submit(("touch", key))
 
     def count_lookup(self, hit: bool) -> None:
         self._count("hits" if hit else "misses")

@@ -460,3 +460,39 @@ def test_shared_gc_deletes_the_chunks_an_emptied_index_no_longer_names(cluster, 
     with open_store(tmp_path / "b", cluster.url, namespace) as b:
         assert b.load_longest(tokens) == (2048, b"new" * 1000)
     client.close()
+
+
+def test_a_hung_server_costs_a_lookup_one_timeout_then_is_skipped_until_it_answers(tmp_path):
+    """SIGSTOP: the server keeps its sockets open and answers nothing (a node mid-failover)."""
+    import os
+    import signal
+
+    frozen = RedisServer(tmp_path / "hung")
+    frozen.start()
+    try:
+        tokens = list(range(3 * BLOCK))
+        with open_store(tmp_path / "a", frozen.url, "m", shared_timeout=0.2) as a:
+            a.put(tokens[:BLOCK], b"shared")
+            a.flush()
+            os.kill(frozen.process.pid, signal.SIGSTOP)
+            started = time.monotonic()
+            assert a.lookup([7] * 600) is None  # waits for the timeout, then misses
+            first = time.monotonic() - started
+            started = time.monotonic()
+            for i in range(20):  # skipped meanwhile: no waiting at all
+                assert a.lookup([8 + i] * 600) is None
+                assert a.put([8 + i] * BLOCK, b"local")
+            skipped = time.monotonic() - started
+            assert a.stats()["tiers"]["shared"]["local"]["skipped"] >= 20
+            assert first < 3.0 and skipped < 3.0  # bounded (0.2 s each at most); this rules out hanging
+            os.kill(frozen.process.pid, signal.SIGCONT)
+            deadline = time.monotonic() + 30
+            while not a.stats()["tiers"]["shared"]["reachable"]:
+                assert time.monotonic() < deadline, "sharing did not resume after SIGCONT"
+                time.sleep(0.3)
+        with open_store(tmp_path / "b", frozen.url, "m") as b:
+            assert b.load_longest(tokens) == (BLOCK, b"shared")
+    finally:
+        if frozen.process is not None:
+            os.kill(frozen.process.pid, signal.SIGCONT)
+        frozen.stop()

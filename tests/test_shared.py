@@ -496,3 +496,13 @@ def test_a_hung_server_costs_a_lookup_one_timeout_then_is_skipped_until_it_answe
         if frozen.process is not None:
             os.kill(frozen.process.pid, signal.SIGCONT)
         frozen.stop()
+
+
+def test_a_checkpoint_larger_than_the_shared_budget_is_declined_and_counted(cluster, tmp_path):
+    tokens = list(range(2 * BLOCK))
+    with open_store(tmp_path / "a", cluster.url, fresh(), shared_capacity=1 << 20) as a:
+        assert a.put(tokens[:BLOCK], b"x" * (2 << 20))  # stored locally all the same
+        a.flush()
+        shared = a.stats()["tiers"]["shared"]
+    assert shared["entries"] == 0 and shared["bytes"] == 0
+    assert shared["local"]["declined"] == 1 and shared["local"]["drops"] == 0

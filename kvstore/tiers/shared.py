@@ -149,8 +149,8 @@ class SharedTier:
         self._retry_at = 0.0
         self.last_fault: str | None = None  #: what went wrong last, for messages
         self._healthy = True
-        self.counters = {"hits": 0, "misses": 0, "publishes": 0, "drops": 0, "faults": 0, "corrupt": 0,
-                         "skipped": 0}
+        self.counters = {"hits": 0, "misses": 0, "publishes": 0, "drops": 0, "declined": 0, "faults": 0,
+                         "corrupt": 0, "skipped": 0}
         self._unsent = {"hits": 0, "misses": 0, "drops": 0}  # not yet added to the fleet's counters
         self._count_lock = threading.Lock()
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="kvstore-shared")
@@ -350,13 +350,17 @@ class SharedTier:
             verdict = _text(reply[0])
             if verdict == "ok":
                 break
-            if verdict in ("exists", "too_big", "full"):
+            if verdict == "exists":  # another engine published it
+                return False
+            if verdict in ("too_big", "full"):
+                self._count("declined")
                 return False
             if verdict == "evict":
                 self._delete_and_release([_text(r) for r in reply[1:]])
             else:  # 'wait': another engine is deleting what makes room
                 time.sleep(0.005)
-        else:
+        else:  # other engines kept taking the room first
+            self._count("declined")
             return False
         names = [index.chunk_key(self.namespace, header.key, token, i) for i in range(len(bounds))]
         chunks = [view[a:b] for a, b in bounds]

@@ -186,6 +186,13 @@ class PrefixChainPolicy(Policy):
         self._widths = [self.age_base * 2 ** b for b in range(self.BUCKETS)]
         self._mids = [self._bucket_start(b) + self._widths[b] / 2 for b in range(self.BUCKETS)]
         self._starts = [self._bucket_start(b) for b in range(self.BUCKETS + 1)]
+        # per bucket, oldest first: (bucket, width, middle, prior hits), the prior
+        # divided by the decay once per bucket exactly as the suffix sums go
+        terms, prior = [], 0.01 * self.prior_decay ** self.BUCKETS
+        for b in range(self.BUCKETS - 1, -1, -1):
+            prior /= self.prior_decay
+            terms.append((b, self._widths[b], self._mids[b], prior))
+        self._suffix_terms = tuple(terms)
 
     # ------------------------------------------------------------ the model
     def _time(self, now: float, event: bool) -> float:
@@ -229,24 +236,21 @@ class PrefixChainPolicy(Policy):
     def _densities(self, kind: str) -> list[float]:
         """Density of each age bucket of ``kind``. Runtime complexity: O(BUCKETS)."""
         if self.learn_kinds:
-            hits = self.hits[kind]
-            ends = [e + i for e, i in zip(self.ends[kind], self._idle[kind])]
+            hits, ends, idle = self.hits[kind], self.ends[kind], self._idle[kind]
         else:
             hits = [sum(column) for column in zip(*(self.hits[k] for k in KINDS))]
             ends = [sum(column) for column in zip(*(self.ends[k] for k in KINDS), *(self._idle[k] for k in KINDS))]
+            idle = [0] * self.BUCKETS
         # checkpoints still idle count as spells lasting at least their age so far:
         # without them, ages where nothing was ever evicted would look promising
-        widths, mids, decay = self._widths, self._mids, self.prior_decay
         out = [0.0] * self.BUCKETS
         hit_sum = later_ends = later_time = 0.0
-        prior = 0.01 * decay ** self.BUCKETS
-        for b in range(self.BUCKETS - 1, -1, -1):  # suffix sums
+        for b, width, mid, prior in self._suffix_terms:  # suffix sums, oldest bucket first
             hit_sum += hits[b]
-            prior /= decay
             # expected idle time still to come, summed over spells that reached bucket b:
             # those ending (or still idle) in a later bucket, those within this one
             # (half its width on average), and a prior of one spell lasting its whole width
-            e, width, mid = ends[b], widths[b], mids[b]
+            e = ends[b] + idle[b]
             out[b] = (hit_sum + prior) / ((later_time - mid * later_ends) + e * width / 2 + width)
             later_ends += e
             later_time += e * mid
@@ -309,12 +313,16 @@ class PrefixChainPolicy(Policy):
         group = self._group.pop(key, None)
         if group is None:
             return
-        self._idle[group[1]][group[2]] -= 1
-        self._stale(group[1])
-        self._live[group] -= 1
-        if not self._live[group]:
+        kind = group[1]
+        self._idle[kind][group[2]] -= 1
+        if self.learn_kinds:  # (_stale, inlined)
+            self._density.pop(kind, None)
+        else:
+            self._density.clear()
+        live = self._live[group] = self._live[group] - 1
+        if not live:
             del self._by_weight[group], self._by_age[group], self._live[group]
-        elif len(self._by_weight[group]) > 2 * self._live[group] + 64:
+        elif len(self._by_weight[group]) > 2 * live + 64:
             self._compact(group)
 
     def _link(self, key: str, bucket: int | None = None) -> None:
@@ -325,7 +333,7 @@ class PrefixChainPolicy(Policy):
 
     def _enter(self, key: str, group: tuple[int, str, int]) -> None:
         """Add ``key`` to ``group``'s heaps and counts, and schedule its next move. O(log n)."""
-        bucket = group[2]
+        _, kind, bucket = group
         self._group[key] = group
         last_use = self._last_use[key]
         by_weight = self._by_weight.get(group)
@@ -334,12 +342,18 @@ class PrefixChainPolicy(Policy):
             self._by_age[group], self._live[group] = [], 0
         heapq.heappush(by_weight, (self._weight[key], last_use, key))
         heapq.heappush(self._by_age[group], (last_use, key))
-        self._live[group] += 1
-        self._idle[group[1]][group[2]] += 1
-        self._stale(group[1])
-        if bucket < self.BUCKETS - 1:
-            self._schedule(group, last_use + self._starts[bucket + 1])
-        if len(by_weight) > 2 * self._live[group] + 64:
+        live = self._live[group] = self._live[group] + 1
+        self._idle[kind][bucket] += 1
+        if self.learn_kinds:  # (_stale, inlined: this runs for every move)
+            self._density.pop(kind, None)
+        else:
+            self._density.clear()
+        if bucket < self.BUCKETS - 1:  # (_schedule, inlined)
+            when = last_use + self._starts[bucket + 1]
+            if when < self._move_at.get(group, math.inf):
+                self._move_at[group] = when
+                heapq.heappush(self._moves, (when, group))
+        if len(by_weight) > 2 * live + 64:
             self._compact(group)
 
     def _compact(self, group: tuple[int, str, int]) -> None:
@@ -392,13 +406,21 @@ class PrefixChainPolicy(Policy):
                 continue  # emptied since
             start = self._starts[group[2] + 1]
             cutoff = now - start
-            while group in self._live:
-                last_use, key = self._fresh_head(group, True)
+            priority, kind, older = group[0], group[1], group[2] + 1
+            heap, group_of, last_use_of, bucket = self._by_age[group], self._group, self._last_use, self.bucket
+            while True:
+                last_use, key = heap[0]  # the oldest entry that is not stale (see _fresh_head)
+                if group_of.get(key) != group or last_use_of[key] != last_use:
+                    heapq.heappop(heap)
+                    continue
                 if last_use > cutoff:
                     self._schedule(group, last_use + start)
                     break
                 self._unlink(key)
-                self._enter(key, (group[0], group[1], max(group[2] + 1, self.bucket(now - last_use))))
+                self._enter(key, (priority, kind, max(older, bucket(now - last_use))))
+                if group not in self._live:
+                    break
+                heap = self._by_age[group]  # (compaction may have replaced it)
 
     def _use(self, key: str, now: float, used: float) -> None:
         now = self._time(now, True)

@@ -38,7 +38,7 @@ from .keys import Namespace, PrefixKeys, TokensLike, check_block_tokens
 from .layout import layout_for
 from .tiering import TierStack
 from .tiers import DiskTier, MemoryTier, SharedTier, Tier, WriteBehind
-from .tiers.shared import check_url
+from .tiers.shared import check_shared_arguments
 
 __all__ = ["CheckpointStore", "Match", "DEFAULT_POLICY"]
 
@@ -154,18 +154,11 @@ class CheckpointStore:
         if shared_url is None and shared_capacity_bytes is not None:
             raise ValueError("shared_capacity_bytes configures the shared tier; pass shared_url too")
         if shared_url is not None:
-            check_url(shared_url)
             if shared_capacity_bytes is None:
                 raise ValueError("shared_capacity_bytes is required with shared_url")
             if layout == "chained":
                 raise ValueError("shared_url works with the snapshot layout only, not layout='chained'")
-            for name, value, low in (("shared_capacity_bytes", shared_capacity_bytes, 1),
-                                     ("max_pending_publishes", max_pending_publishes, 1)):
-                if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                    raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-            if (isinstance(shared_timeout, bool) or not isinstance(shared_timeout, (int, float))
-                    or not 0 < shared_timeout <= 60):
-                raise ValueError(f"shared_timeout must be seconds in (0, 60], got {shared_timeout!r}")
+            check_shared_arguments(shared_url, shared_capacity_bytes, shared_timeout, max_pending_publishes)
         self._clock = clock
         self._closed = True
         self.readonly = bool(readonly)

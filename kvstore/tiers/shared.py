@@ -53,7 +53,7 @@ from ..keys import Namespace, PrefixKeys
 from . import shared_index as index
 from .publisher import Publisher
 
-__all__ = ["SharedTier", "CHUNK_BYTES", "connect"]
+__all__ = ["SharedTier", "CHUNK_BYTES", "connect", "check_url", "check_shared_arguments"]
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,17 @@ def connect(url: str, timeout: float) -> Any:
         return redis.Redis.from_url(url, **options, retry_on_timeout=False)
     return RedisCluster.from_url(url, **options, require_full_coverage=False,
                                  retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0))
+
+
+def check_shared_arguments(url: object, capacity_bytes: object, timeout: object, max_pending: object) -> None:
+    """Raise ``ValueError``/``TypeError`` naming the first bad argument of a shared tier
+    (as ``CheckpointStore`` calls them: ``shared_url``, ``shared_capacity_bytes``...)."""
+    check_url(url)
+    for name, value in (("shared_capacity_bytes", capacity_bytes), ("max_pending_publishes", max_pending)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 60:
+        raise ValueError(f"shared_timeout must be seconds in (0, 60], got {timeout!r}")
 
 
 def check_url(url: object) -> str:
@@ -125,11 +136,8 @@ class SharedTier:
                  timeout: float = 0.2, max_pending: int = 16, retry_after: float = 1.0,
                  protect_tokens: int | None = None, chunk_bytes: int = CHUNK_BYTES,
                  min_read_bps: float = 50e6, ttl: float = 60.0, connect_timeout: float = 2.0) -> None:
-        self.url = check_url(url)
-        if isinstance(capacity_bytes, bool) or not isinstance(capacity_bytes, int) or capacity_bytes <= 0:
-            raise ValueError(f"shared_capacity_bytes must be an int > 0, got {capacity_bytes!r}")
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 60:
-            raise ValueError(f"shared_timeout must be seconds in (0, 60], got {timeout!r}")
+        check_shared_arguments(url, capacity_bytes, timeout, max_pending)
+        self.url = url
         if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, int) or not 0 < chunk_bytes <= CHUNK_BYTES:
             raise ValueError(f"chunk_bytes must be an int in [1, {CHUNK_BYTES}], got {chunk_bytes!r}")
         self.capacity_bytes = capacity_bytes
@@ -181,7 +189,7 @@ class SharedTier:
         return time.monotonic() >= self._retry_at
 
     def _fault(self, what: str, exc: BaseException | str) -> None:
-        self.counters["faults"] += 1
+        self._count("faults")
         self._retry_at = time.monotonic() + self.retry_after
         self.last_fault = f"{what} failed: {exc}"
         # one warning per outage; the rest, while it lasts, at debug level
@@ -204,7 +212,7 @@ class SharedTier:
     def _guarded(self, what: str, call: Callable[[], Any], default: Any, timeout: float | None = None) -> Any:
         """``call()`` on a worker thread, waiting at most ``timeout``; ``default`` on a fault or while skipped."""
         if self._closed or not self.available:
-            self.counters["skipped"] += 1
+            self._count("skipped")
             return default
         future = self._pool.submit(call)
         try:
@@ -276,7 +284,7 @@ class SharedTier:
             except ValueError:
                 header = None
         if header is None or header.key != key or header.payload_len != meta["size"]:
-            self.counters["corrupt"] += 1
+            self._count("corrupt")
             log.warning("shared tier: checkpoint %s is incomplete or corrupt; dropped", key)
             self._forget(key, meta["token"])
             return None
@@ -320,11 +328,7 @@ class SharedTier:
                 self._count("drops")
                 return
             header, payload = found
-        try:
-            self._write(header, payload)
-        except Exception as exc:
-            self._count("drops")
-            self._fault("publish", exc)
+        self.write(header, payload)
         self._send_counters()
 
     def write(self, header: Header, payload: Any, *, now: float = 0.0) -> bool:
@@ -381,7 +385,7 @@ class SharedTier:
             self._abort(header.key, token)
             raise
         if verdict == "ok":
-            self.counters["publishes"] += 1
+            self._count("publishes")
             return True
         if verdict == "exists":  # another engine published it first: ours goes
             self._delete_and_release([f"{header.key}:{token}={size},{len(bounds)}"])

@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import logging
 import threading
-
-import numpy as np
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -41,7 +39,7 @@ from .fileformat import Header
 from .keys import PrefixKeys
 from .layout import Layout
 from .tiers.base import Tier
-from .tiers.memory import MemoryTier, _read_only_throughout, frozen_copy
+from .tiers.memory import MemoryTier, frozen_copy, is_frozen
 from .tiers.writeback import WriteBehind
 
 __all__ = ["TierStack"]
@@ -239,7 +237,7 @@ class TierStack:
         the page cache serves it). O(1)."""
         if self.shared is None:
             return
-        if isinstance(payload, bytes) or (isinstance(payload, np.ndarray) and _read_only_throughout(payload)):
+        if is_frozen(payload):
             self.shared.publish(header, payload)
         else:
             disk, key = self.holding[0], header.key

@@ -29,7 +29,7 @@ from ..eviction import Entry, EvictionManager
 from ..fileformat import Header
 from ..keys import PrefixKeys
 
-__all__ = ["MemoryTier", "frozen_copy"]
+__all__ = ["MemoryTier", "frozen_copy", "is_frozen"]
 
 
 def frozen_copy(payload: Any) -> Any:
@@ -48,15 +48,25 @@ def frozen_copy(payload: Any) -> Any:
     >>> frozen_copy(owned) is owned
     True
     """
+    if is_frozen(payload):
+        return payload
     if isinstance(payload, np.ndarray):
-        if _read_only_throughout(payload):
-            return payload
         copy = np.array(payload, copy=True, order="C")
         copy.flags.writeable = False
         return copy
-    if isinstance(payload, bytes):
-        return payload
     return bytes(memoryview(payload).cast("B"))
+
+
+def is_frozen(payload: Any) -> bool:
+    """Whether nobody can modify ``payload``: ``bytes``, or an array read-only
+    down to the memory it owns (see :func:`frozen_copy`). O(depth of its bases).
+
+    >>> is_frozen(b"ab"), is_frozen(bytearray(b"ab")), is_frozen(np.zeros(2))
+    (True, False, False)
+    """
+    if isinstance(payload, np.ndarray):
+        return _read_only_throughout(payload)
+    return isinstance(payload, bytes)
 
 
 class MemoryTier:

@@ -48,18 +48,29 @@ def rebuild_index(path: str) -> str:
     return target
 
 
-def _shared_stats(url: str, store: CheckpointStore) -> dict:
-    """The fleet's shared tier of ``store``'s namespace at ``url``; ``KVStoreError`` when it does not answer."""
-    from .tiers.shared import SharedTier, _redacted, check_url
+def _open_shared(url: str, store: CheckpointStore):
+    """The shared tier at ``url`` for ``store``'s namespace, to inspect (its capacity is the fleet's)."""
+    from .tiers.shared import SharedTier, check_url
 
     check_url(url)
-    tier = SharedTier(url, 1, namespace=store.namespace, block_tokens=store.block_tokens, timeout=2.0)
+    return SharedTier(url, 1, namespace=store.namespace, block_tokens=store.block_tokens, timeout=2.0)
+
+
+def _not_answering(flag: str, tier) -> KVStoreError:
+    from .tiers.shared import _redacted
+
+    return KVStoreError(f"{flag}{_redacted(tier.url)}: Redis does not answer ({tier.last_fault})")
+
+
+def _shared_stats(url: str, store: CheckpointStore) -> dict:
+    """The fleet's shared tier of ``store``'s namespace at ``url``; ``KVStoreError`` when it does not answer."""
+    tier = _open_shared(url, store)
     try:
         shared = tier.stats()
     finally:
         tier.close()
     if not shared["reachable"]:
-        raise KVStoreError(f"--shared {_redacted(url)}: Redis does not answer ({tier.last_fault})")
+        raise _not_answering("--shared ", tier)
     del shared["local"]  # this process's own counters: nothing happened in it
     return shared
 
@@ -197,19 +208,15 @@ def _cmd_evict(args: argparse.Namespace) -> int:
 
 
 def _cmd_shared_gc(args: argparse.Namespace) -> int:
-    from .tiers.shared import SharedTier, _redacted, check_url
-
-    check_url(args.url)
     with CheckpointStore(args.path, readonly=True) as store:
-        namespace, block_tokens = store.namespace, store.block_tokens
-    tier = SharedTier(args.url, 1, namespace=namespace, block_tokens=block_tokens, timeout=2.0)
+        tier = _open_shared(args.url, store)
     try:
         if not tier.available:
-            raise KVStoreError(f"{_redacted(args.url)}: Redis does not answer ({tier.last_fault})")
+            raise _not_answering("", tier)
         chunks, nbytes = tier.collect_orphans()
     finally:
         tier.close()
-    print(f"deleted {chunks} orphaned chunks ({human_bytes(nbytes)}) of namespace {namespace.name!r}")
+    print(f"deleted {chunks} orphaned chunks ({human_bytes(nbytes)}) of namespace {store.namespace.name!r}")
     return 0
 
 

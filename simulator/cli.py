@@ -23,7 +23,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
-from policies.registry import BUILTIN, available
+from policies.registry import BUILTIN, available, is_offline
 
 from .costmodel import PROFILES, get_profile, load_profiles
 from .keyed import KeyedTrace
@@ -209,7 +209,7 @@ def _simulate_fleet(args) -> int:
     if shared_text is not None:
         _capacity("--shared-capacity", shared_text, 1 if shared_text.strip().endswith("%") else None)
     config = _replay_config(args)
-    if is_offline_name(args.policy):
+    if is_offline(args.policy):
         raise ValueError(f"--policy {args.policy}: an offline reference cannot run in a fleet; "
                          f"pick an online policy (kvsim policies)")
     keys = _keys(args)
@@ -220,7 +220,7 @@ def _simulate_fleet(args) -> int:
     variants = [(None, f"{args.engines} engines")]
     if shared_bytes is not None:
         variants.append((shared_bytes, f"+ shared {shared_text}"))
-    results, reports = [], []
+    results = []
     progress, task = _progress_runner(len(keys) * len(variants), "replaying the fleet")
     try:
         with progress:
@@ -233,7 +233,6 @@ def _simulate_fleet(args) -> int:
                              else None,
                              progress=lambda n, base=done * len(keys): progress.update(task, completed=base + n))
                 results.append({**result, "policy_label": label, **report})
-                reports.append(report)
     finally:
         if sink:
             sink.close()
@@ -242,28 +241,20 @@ def _simulate_fleet(args) -> int:
         return 0
     from .report import print_fleet
     print_fleet(results, title=f"{os.path.basename(args.trace)}: {args.policy}, {args.capacity} per engine")
-    per_engine = reports[0]["requests_per_engine"]
+    per_engine = results[0]["requests_per_engine"]
     routing = {"session": "sessions hashed to engines", "request": "every request to any engine"}[args.route]
     print(f"routing: {'engine tags' if keys.engines else routing}; requests per engine "
           f"{', '.join(map(str, per_engine))}")
     if shared_bytes is not None:
-        before, after, fleet_report = results[0], results[1], reports[1]
+        before, after = results
         saved = before["reprefill_seconds"] - after["reprefill_seconds"]
         share = saved / before["reprefill_seconds"] if before["reprefill_seconds"] else 0.0
-        print(f"shared tier {shared_text} ({fleet_report['shared_capacity_bytes'] / 2**30:.1f} GiB): served "
-              f"{fleet_report['shared_hits']} lookups ({fleet_report['shared_loaded_tokens']:,} tokens), "
-              f"{fleet_report['shared_evictions']} evictions")
+        print(f"shared tier {shared_text} ({after['shared_capacity_bytes'] / 2**30:.1f} GiB): served "
+              f"{after['shared_hits']} lookups ({after['shared_loaded_tokens']:,} tokens), "
+              f"{after['shared_evictions']} evictions")
         print(f"re-prefill without it {before['reprefill_seconds']:,.0f} s, with it {after['reprefill_seconds']:,.0f} s: "
               f"{saved:,.0f} s saved ({share:.1%})")
     return 0
-
-
-def is_offline_name(policy: str) -> bool:
-    from policies.registry import is_offline
-    try:
-        return is_offline(policy)
-    except (KeyError, ValueError):
-        return False
 
 
 def cmd_sweep(args) -> int:

@@ -177,19 +177,47 @@ class AlignedChain:
         extends, then the aligned key itself if ``held``. Every tier and model
         answers a lookup with this one walk.
 
-        Runtime complexity: O(blocks), plus O(block_tokens) hashing per tail candidate.
+        Runtime complexity: O(blocks), plus :meth:`longest_tail` at each anchor
+        that holds tails.
         """
         total = len(self)
         for n in range(self.anchor(total), -1, -self.block_tokens):
             key = self._keys[n // self.block_tokens]
             tails = tails_at(key)
             if tails:
-                for tail_key, tokens in sorted(tails.items(), key=lambda kv: -kv[1]):
-                    if n < tokens <= total and self.key(tokens) == tail_key:
-                        return tokens, tail_key
+                found = self.longest_tail(n, tails)
+                if found is not None:
+                    return found
             if n and held(key):
                 return n, key
         return None
+
+    def longest_tail(self, anchor: int, tails: dict) -> tuple[int, Any] | None:
+        """``(tokens, key)`` of the longest of ``tails`` (``{tail key: tokens}``,
+        all anchored at the aligned length ``anchor``) that is a prefix of this
+        prompt, or ``None``.
+
+        >>> pk = PrefixKeys(Namespace("m"), list(range(10)), block_tokens=4)
+        >>> other = PrefixKeys(Namespace("m"), [0, 1, 2, 3, 4, 5, 9, 9], block_tokens=4)
+        >>> pk.longest_tail(4, {pk.key(6): 6, other.key(7): 7, pk.key(5): 5})[0]
+        6
+
+        Runtime complexity: O(t log t) for ``t`` tails, plus computing this
+        prompt's keys at their lengths (:meth:`keys_at`).
+        """
+        total = len(self)
+        candidates = sorted(((tokens, tail_key) for tail_key, tokens in tails.items()
+                             if anchor < tokens <= total), key=lambda tk: -tk[0])
+        if not candidates:
+            return None
+        for (tokens, tail_key), mine in zip(candidates, self.keys_at([tokens for tokens, _ in candidates])):
+            if mine == tail_key:
+                return tokens, tail_key
+        return None
+
+    def keys_at(self, lengths: Sequence[int]) -> list:
+        """Keys of several prefixes (one :meth:`key` each unless a subclass does better)."""
+        return [self.key(n) for n in lengths]
 
 
 class PrefixKeys(AlignedChain):

@@ -78,6 +78,17 @@ class KeyedPrompt(AlignedChain):
             return self._keys[index]
         return self._tails.get(n_tokens, UNKNOWN_KEY)
 
+    def longest_tail(self, anchor: int, tails: dict) -> tuple[int, int] | None:
+        """The longest of ``tails`` (stored at ``anchor``) this prompt extends:
+        only the tails it knows can match, so only those are looked up.
+        O(known tails), usually one or two."""
+        best = None
+        end = anchor + self.block_tokens
+        for n, key in self._tails.items():
+            if anchor < n < end and tails.get(key) == n and (best is None or n > best[0]):
+                best = (n, key)
+        return best
+
     def known_tails(self) -> dict[int, int]:
         """Tail lengths this prompt has a key for (its end and matched earlier ends)."""
         return dict(self._tails)

@@ -53,10 +53,9 @@ Example: a complete, if naive, policy that evicts the largest file first.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Collection, Iterator
 from typing import Any, ClassVar, Protocol, runtime_checkable
-
-from sortedcontainers import SortedList
 
 __all__ = ["EntryView", "ChainView", "Policy", "ScoredPolicy"]
 
@@ -172,7 +171,13 @@ class ScoredPolicy(Policy):
     inserted or removed, so no cached score goes stale (``_check`` compares
     every cached score with a fresh one). The engine's ``priority`` is a
     strict tier above the score: a checkpoint is evicted only when no
-    eligible one of lower priority is left. Victim choice is O(log n).
+    eligible one of lower priority is left.
+
+    Eligible entries sit in a binary heap of ``((priority, score), seq, key)``
+    with lazy deletion: a rescore pushes the new tuple and leaves the old one
+    to be dropped when it reaches the top (``seq`` tells them apart; equal
+    scores go in the order they were computed). Runtime complexity: O(log n)
+    per rescore, amortised O(log n) per victim.
 
     >>> class Oldest(ScoredPolicy):
     ...     name = "oldest"
@@ -184,7 +189,7 @@ class ScoredPolicy(Policy):
     chain_dependent: ClassVar[bool] = False
 
     def __init__(self) -> None:
-        self._order: SortedList = SortedList()
+        self._heap: list[tuple[Any, int, str]] = []  # ((priority, score), seq, key); stale ones too
         self._scores: dict[str, tuple[Any, int]] = {}
         self._scored_at: dict[str, float] = {}  # the ``now`` each cached score was computed at
         self._parent_of: dict[str, str | None] = {}  # chain_dependent: the parent each key was stored under
@@ -195,16 +200,32 @@ class ScoredPolicy(Policy):
         """Sortable rank of ``key`` at ``now``: the lowest is evicted first."""
         raise NotImplementedError
 
+    def _push(self, item: tuple[Any, int, str]) -> None:
+        heap = self._heap
+        heapq.heappush(heap, item)
+        if len(heap) > 2 * len(self._eligible) + 64:  # mostly stale: keep only the current entries
+            scores = self._scores
+            self._heap = [(*scores[key], key) for key in self._eligible]
+            heapq.heapify(self._heap)
+
+    def _head(self) -> tuple[Any, int, str] | None:
+        """The eligible entry with the lowest ``((priority, score), seq)``, or ``None``.
+        Amortised O(log n)."""
+        heap, scores, eligible = self._heap, self._scores, self._eligible
+        while heap:
+            score, seq, key = head = heap[0]
+            if key in eligible and scores[key][1] == seq:
+                return head
+            heapq.heappop(heap)
+        return None
+
     def _rescore(self, key: str, now: float) -> None:
-        old = self._scores.get(key)
-        if old is not None and key in self._eligible:
-            self._order.remove((old[0], old[1], key))
         self._seq += 1
         new = ((self.view.entry(key).priority, self.score(key, now)), self._seq)
         self._scores[key] = new
         self._scored_at[key] = now
         if key in self._eligible:
-            self._order.add((new[0], new[1], key))
+            self._push((new[0], new[1], key))
 
     def _rescore_neighbours(self, key: str, parent: str | None) -> None:
         """The chain changed at ``key``: rescore its stored parent and children
@@ -225,13 +246,12 @@ class ScoredPolicy(Policy):
     def on_eligible(self, key: str, eligible: bool) -> None:
         if eligible == (key in self._eligible):
             return
-        score, seq = self._scores[key]
         if eligible:
             self._eligible.add(key)
-            self._order.add((score, seq, key))
+            score, seq = self._scores[key]
+            self._push((score, seq, key))
         else:
-            self._eligible.discard(key)
-            self._order.remove((score, seq, key))
+            self._eligible.discard(key)  # its heap entry is stale from now on
 
     def on_remove(self, key: str) -> None:
         if key in self._eligible:
@@ -243,12 +263,12 @@ class ScoredPolicy(Policy):
             self._rescore_neighbours(key, parent)
 
     def victim(self, now: float) -> str | None:
-        return self._order[0][2] if self._order else None
+        head = self._head()
+        return None if head is None else head[2]
 
     def _check(self) -> None:
-        assert len(self._order) == len(self._eligible), (len(self._order), len(self._eligible))
-        for score, seq, key in self._order:
-            assert key in self._eligible and self._scores[key] == (score, seq), key
+        current = {key for _, seq, key in self._heap if key in self._eligible and self._scores[key][1] == seq}
+        assert current == self._eligible, (len(current), len(self._eligible))
         assert self._eligible <= set(self._scores) == set(self._scored_at)
         for key, (cached, _) in self._scores.items():  # no cached score went stale
             fresh = (self.view.entry(key).priority, self.score(key, self._scored_at[key]))

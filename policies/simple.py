@@ -100,9 +100,10 @@ class GDSFPolicy(ScoredPolicy):
             self._touch(key, now, hit=True)
 
     def victim(self, now: float) -> str | None:
-        if not self._order:
+        head = self._head()
+        if head is None:
             return None
-        (_, score), _, key = self._order[0]
+        (_, score), _, key = head
         self.inflation = max(self.inflation, score)
         return key
 

@@ -13,13 +13,19 @@ The engine writes the new file before evicting and never evicts the file just
 written; here eviction runs before the write, so the new file is never a
 candidate either.
 
-Victim choice is exact: every eligible checkpoint's score is computed with
-numpy over arrays of densities, hits and last uses (O(n) in C per victim),
-and the few within a rounding error of the lowest are scored again exactly,
-in Python, to break ties as the engine does (older last use, then key).
-Scanning in density order instead, stopping once the density alone passes
-the best score, visits every hit checkpoint shorter than the winner on each
-victim: quadratic on agent traces, whose short prefixes are the hit ones.
+Victim choice is exact and sublinear. A checkpoint never hit scores its
+density alone, so the least of them (priority, then density, last use, key)
+comes from one sorted list. A hit one scores ``d · (1 + h · 2^(-(now - t)/half_life))``,
+which rises with its density ``d`` and with ``x = ln h + t · ln 2 / half_life``
+(the log of its hits, undecayed to a common origin). Two sorted lists hold the
+hit ones by ``d`` and by ``x``; the victim walks both in step and scores each
+checkpoint it meets exactly, stopping once the least score any unseen one could
+have (the current ``d`` and ``x`` of the two walks) is above the best found
+(Fagin's threshold algorithm). Densities of one model's files differ by a hair
+while hits differ by whole units, so the walk usually stops after a step or two.
+Scanning by density alone would visit every hit checkpoint shorter than the
+winner on each victim: quadratic on agent traces, whose short prefixes are the
+hit ones.
 
 >>> Ds4DensityPolicy(half_life_s=3600).half_life_s
 3600.0
@@ -27,7 +33,10 @@ victim: quadratic on agent traces, whose short prefixes are the hit ones.
 
 from __future__ import annotations
 
-import numpy as np
+import itertools
+import math
+
+from sortedcontainers import SortedList
 
 from .base import Policy
 
@@ -50,17 +59,18 @@ class Ds4DensityPolicy(Policy):
             raise ValueError(f"half_life_s must be > 0, got {half_life_s!r}")
         self.half_life_s = float(half_life_s)
         self.count_prefix_hits = bool(count_prefix_hits)
+        self._rate = math.log(2.0) / self.half_life_s  # decay rate of ln(hits) per second
         self._hits: dict[str, tuple[float, float]] = {}  # key -> (hits at t, t)
         self._last_use: dict[str, float] = {}
         self._density: dict[str, float] = {}
         self._priority: dict[str, int] = {}
-        # eligible keys in slots of parallel arrays (a free list reuses slots)
-        self._slot: dict[str, int] = {}
-        self._keys: list[str | None] = []
-        self._free: list[int] = []
-        self._arrays = {"density": np.zeros(0), "hits": np.zeros(0), "hit_at": np.zeros(0),
-                        "last_use": np.zeros(0), "priority": np.zeros(0, dtype=np.int64),
-                        "used": np.zeros(0, dtype=bool)}
+        # eligible keys, by priority: never hit ones by (density, last use, key);
+        # hit ones by (density, key) and by (x, key), x = ln(hits) + t * rate
+        self._unhit: dict[int, SortedList] = {}
+        self._by_density: dict[int, SortedList] = {}
+        self._by_x: dict[int, SortedList] = {}
+        self._filed: dict[str, tuple] = {}  # eligible key -> the item it was filed under
+        self._latest_hit = -math.inf  # the latest hit time seen (keeps the bound a bound if time runs back)
 
     def _effective_hits(self, key: str, now: float) -> float:
         hits, at = self._hits.get(key, (0.0, now))
@@ -72,39 +82,31 @@ class Ds4DensityPolicy(Policy):
         """The engine's score of ``key`` at ``now``."""
         return (self._effective_hits(key, now) + 1.0) * self._density[key]
 
-    # ---------------------------------------------------------------- slots
-    def _place(self, key: str) -> None:
-        """Make ``key`` a candidate. O(1) amortised."""
-        arrays = self._arrays
-        if not self._free:
-            old = len(self._keys)
-            new = max(64, 2 * old)
-            self._keys.extend([None] * (new - old))
-            self._free.extend(range(new - 1, old - 1, -1))
-            for name, array in arrays.items():
-                grown = np.zeros(new, dtype=array.dtype)
-                grown[:old] = array
-                arrays[name] = grown
-        slot = self._slot[key] = self._free.pop()
-        self._keys[slot] = key
-        arrays["used"][slot] = True
-        arrays["density"][slot] = self._density[key]
-        arrays["priority"][slot] = self._priority[key]
-        self._refresh(key)
+    # ------------------------------------------------------------ the lists
+    def _file(self, key: str) -> None:
+        """Make ``key`` a candidate. O(log n)."""
+        priority, density = self._priority[key], self._density[key]
+        hit = self._hits.get(key)
+        if hit is None:
+            item = (density, self._last_use[key], key)
+            self._unhit.setdefault(priority, SortedList()).add(item)
+        else:
+            item = (math.log(hit[0]) + hit[1] * self._rate, key)
+            self._by_x.setdefault(priority, SortedList()).add(item)
+            self._by_density.setdefault(priority, SortedList()).add((density, key))
+        self._filed[key] = item
 
-    def _refresh(self, key: str) -> None:
-        slot = self._slot.get(key)
-        if slot is not None:
-            hits, at = self._hits.get(key, (0.0, 0.0))
-            self._arrays["hits"][slot], self._arrays["hit_at"][slot] = hits, at
-            self._arrays["last_use"][slot] = self._last_use[key]
-
-    def _vacate(self, key: str) -> None:
-        slot = self._slot.pop(key, None)
-        if slot is not None:
-            self._arrays["used"][slot] = False
-            self._keys[slot] = None
-            self._free.append(slot)
+    def _unfile(self, key: str) -> None:
+        """Take ``key`` out of the candidates. O(log n)."""
+        item = self._filed.pop(key, None)
+        if item is None:
+            return
+        priority = self._priority[key]
+        if len(item) == 3:
+            _drop(self._unhit, priority, item)
+        else:
+            _drop(self._by_x, priority, item)
+            _drop(self._by_density, priority, (self._density[key], key))
 
     # --------------------------------------------------------------- events
     def on_insert(self, key: str, now: float) -> None:
@@ -114,9 +116,14 @@ class Ds4DensityPolicy(Policy):
         self._last_use[key] = now
 
     def _touch(self, key: str, now: float) -> None:
+        filed = key in self._filed
+        if filed:
+            self._unfile(key)
         self._hits[key] = (self._effective_hits(key, now) + 1.0, now)
+        self._latest_hit = max(self._latest_hit, now)
         self._last_use[key] = now
-        self._refresh(key)
+        if filed:
+            self._file(key)
 
     def on_hit(self, key: str, now: float) -> None:
         self._touch(key, now)
@@ -126,50 +133,79 @@ class Ds4DensityPolicy(Policy):
             self._touch(key, now)
 
     def on_eligible(self, key: str, eligible: bool) -> None:
-        if eligible and key not in self._slot:
-            self._place(key)
+        if eligible and key not in self._filed:
+            self._file(key)
         elif not eligible:
-            self._vacate(key)
+            self._unfile(key)
 
     def on_remove(self, key: str) -> None:
-        self._vacate(key)
+        self._unfile(key)
         self._hits.pop(key, None)
         self._last_use.pop(key, None)
         self._density.pop(key, None)
         self._priority.pop(key, None)
 
     def victim(self, now: float) -> str | None:
-        """The lowest ``(priority, score, last use, key)``. O(n) in C, plus O(ties) in Python."""
-        if not self._slot:
+        """The lowest ``(priority, score, last use, key)``.
+
+        Runtime complexity: O(log n) per checkpoint the walk meets (usually
+        one or two, at most every hit one)."""
+        if not self._filed:
             return None
-        a = self._arrays
-        used = a["used"]
-        priority = np.where(used, a["priority"], np.iinfo(np.int64).max)
-        lowest = priority.min()
-        hits = a["hits"]
-        with np.errstate(over="ignore", under="ignore"):
-            decayed = hits * 0.5 ** (np.maximum(0.0, now - a["hit_at"]) / self.half_life_s)
-        score = np.where(priority == lowest, (decayed + 1.0) * a["density"], np.inf)
-        best = score.min()
-        # numpy's power may differ from Python's in the last bits: score the close ones exactly
-        close = np.flatnonzero(score <= best * (1.0 + 1e-9))
-        if len(close) > 16:  # many ties: those without hits score their density exactly; keep the
-            plain = close[hits[close] == 0.0]  # least (density, last use) of them and every hit one
-            if len(plain):
-                order = np.lexsort((a["last_use"][plain], score[plain]))
-                first = order[0]
-                same = (score[plain] == score[plain[first]]) & (a["last_use"][plain] == a["last_use"][plain[first]])
-                close = np.concatenate([plain[same], close[hits[close] != 0.0]])
-        keys = self._keys
-        return min(((int(lowest), self.score(keys[s], now), self._last_use[keys[s]], keys[s])
-                    for s in close.tolist()))[3]
+        lowest = min(p for table in (self._unhit, self._by_x) for p in table)
+        best = None
+        unhit = self._unhit.get(lowest)
+        if unhit:
+            density, last_use, key = unhit[0]
+            best = ((0.0 + 1.0) * density, last_use, key)  # (the score of a never hit one)
+        by_density, by_x = self._by_density.get(lowest), self._by_x.get(lowest)
+        if by_density:
+            # no hit checkpoint decays past the latest hit time: a lower bound even if time ran back
+            origin = max(now, self._latest_hit) * self._rate
+            seen: set[str] = set()
+            walks = (iter(by_density), iter(by_x))
+            bound_density, bound_x = by_density[0][0], by_x[0][0]
+            for step in itertools.count():
+                # every checkpoint not met yet scores at least this (with room for rounding)
+                floor = bound_density * (1.0 + math.exp(bound_x - origin)) * (1.0 - 1e-9)
+                if best is not None and floor > best[0]:
+                    break
+                walk = step % 2
+                item = next(walks[walk], None)
+                if item is None:
+                    break  # one walk met every hit checkpoint
+                if walk == 0:
+                    bound_density = item[0]
+                else:
+                    bound_x = item[0]
+                key = item[1]
+                if key not in seen:
+                    seen.add(key)
+                    candidate = (self.score(key, now), self._last_use[key], key)
+                    if best is None or candidate < best:
+                        best = candidate
+        return best[2]
 
     def _check(self) -> None:
-        a = self._arrays
-        for key, slot in self._slot.items():
-            assert self._keys[slot] == key and a["used"][slot], key
-            assert a["density"][slot] == self._density[key] and a["last_use"][slot] == self._last_use[key], key
-            assert a["priority"][slot] == self._priority[key], key
-            assert (a["hits"][slot], a["hit_at"][slot]) == self._hits.get(key, (0.0, 0.0)), key
-        assert int(a["used"].sum()) == len(self._slot)
+        for key, item in self._filed.items():
+            priority = self._priority[key]
+            if len(item) == 3:
+                assert key not in self._hits and item == (self._density[key], self._last_use[key], key), key
+                assert item in self._unhit[priority], key
+            else:
+                hits, at = self._hits[key]
+                assert item == (math.log(hits) + at * self._rate, key) and item in self._by_x[priority], key
+                assert (self._density[key], key) in self._by_density[priority], key
+        filed = sum(map(len, self._unhit.values())) + sum(map(len, self._by_x.values()))
+        assert filed == len(self._filed) == sum(map(len, self._by_x.values())) + sum(
+            map(len, self._unhit.values())), filed
+        assert sum(map(len, self._by_density.values())) == sum(map(len, self._by_x.values()))
         assert set(self._density) == set(self._last_use)
+
+
+def _drop(table: dict[int, SortedList], priority: int, item: tuple) -> None:
+    """Remove ``item`` from the list of ``priority`` (and the list once empty). O(log n)."""
+    items = table[priority]
+    items.remove(item)
+    if not items:
+        del table[priority]

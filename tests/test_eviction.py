@@ -1,6 +1,8 @@
 """The eviction manager and the policies shipped with the core (lru, ds4-density)."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import policies
 from kvstore.errors import CapacityError, PinQuotaError, PolicyError
@@ -218,3 +220,34 @@ def test_a_policy_sees_only_the_documented_fields_of_a_checkpoint():
         view.file
     with pytest.raises(AttributeError):
         view.size = 5
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["insert", "hit", "hit", "hit", "pin", "unpin", "victim", "victim"]),
+                          st.integers(0, 11), st.integers(-20, 200), st.integers(1, 40)), min_size=1, max_size=120),
+       st.sampled_from([1.0, 30.0, 3600.0]))
+def test_ds4_victim_is_the_exact_least_score_whatever_the_order(ops, half_life):
+    """The threshold walk names exactly the least (priority, score, last use, key)
+    a full scan would, with ties, equal densities, priorities, pins and time
+    running back; ``_check`` holds after every step."""
+    p = Ds4DensityPolicy(half_life_s=half_life)
+    m = EvictionManager(10**9, p, block_tokens=1, pin_quota_bytes=10**9)
+    now = 0.0
+    for op, k, dt, tokens in ops:
+        now += dt / 10  # time may run back a little
+        key = f"k{k}"
+        if op == "insert" and key not in m:
+            m.insert(Entry(key, tokens=tokens, size=4 * tokens + 3 + k % 2, priority=k % 5 // 4), now,
+                     reserved=0)
+        elif op == "hit" and key in m:
+            m.record_hit(key, now)
+        elif op == "pin" and key in m:
+            m.pin(key)
+        elif op == "unpin" and key in m:
+            m.unpin(key)
+        elif op == "victim":
+            eligible = [e for e in (m.entry(x) for x in list(m)) if not e.pinned]
+            expected = min(((e.priority, p.score(e.key, now), p._last_use[e.key], e.key) for e in eligible),
+                           default=(None, None, None, None))[3]
+            assert p.victim(now) == expected
+        p._check()

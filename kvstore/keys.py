@@ -246,6 +246,39 @@ class PrefixKeys(AlignedChain):
         self._keys = keys
         self._states = states
 
+    @classmethod
+    def extending(cls, base: "PrefixKeys", tokens: TokensLike) -> "PrefixKeys":
+        """The keys of ``tokens``, resuming ``base``'s running SHA1 over the
+        aligned blocks the two prompts share (a session's next prompt repeats
+        its history): only the blocks past the shared ones are hashed. The keys
+        are exactly those of ``PrefixKeys(base.namespace, tokens, base.block_tokens)``.
+
+        >>> ns = Namespace("m")
+        >>> first = PrefixKeys(ns, list(range(10)), block_tokens=4)
+        >>> PrefixKeys.extending(first, list(range(13)))._keys == PrefixKeys(ns, list(range(13)), 4)._keys
+        True
+
+        Runtime complexity: O(shared tokens) to compare, O(new tokens) to hash.
+        """
+        self = cls.__new__(cls)
+        self.namespace = base.namespace
+        self.block_tokens = block = base.block_tokens
+        self.tokens = as_token_array(tokens)
+        limit = min(len(self.tokens), len(base.tokens)) // block * block
+        mismatch = np.flatnonzero(self.tokens[:limit] != base.tokens[:limit])
+        shared = (int(mismatch[0]) if len(mismatch) else limit) // block  # whole blocks in common
+        keys, states = base._keys[: shared + 1], base._states[: shared + 1]
+        h = states[-1].copy()
+        raw = memoryview(self.tokens).cast("B")
+        step = block * 4
+        for offset in range(shared * step, (len(self.tokens) // block) * step, step):
+            h.update(raw[offset : offset + step])
+            keys.append(h.hexdigest())
+            states.append(h.copy())
+        self._keys = keys
+        self._states = states
+        return self
+
     def __len__(self) -> int:
         return len(self.tokens)
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -47,6 +48,34 @@ _ARRAYS = ("t", "session", "engine", "warmup", "total", "aligned_start", "aligne
            "tail_ids", "blend_start", "blend_pos", "blend_end", "blend_cap", "id_tokens")
 _FORMAT = "kvsim-keys"
 _VERSION = 2
+
+
+#: sessions whose last prompt is kept to resume hashing from (about 100 KB each)
+_RECENT_SESSIONS = 256
+
+
+def _likeliest_base(spans: tuple, *bases) -> tuple[tuple | None, int, int, int]:
+    """Of earlier prompts ``(spans, PrefixKeys, ids)``, the one sharing the most
+    leading tokens with ``spans`` by their spans (a session's previous prompt,
+    or the trace's for a shared system prompt): ``(base, shared tokens, index of
+    the first span not wholly shared, its tokens shared)``; ``(None, 0, 0, 0)``
+    if none shares any."""
+    best = (None, 0, 0, 0)
+    for base in bases:
+        if base is None:
+            continue
+        shared = index = partial = 0
+        for (content, n), (other, m) in zip(spans, base[0]):
+            if content != other:
+                break
+            if n != m:
+                partial = min(n, m)
+                break
+            shared += n
+            index += 1
+        if shared + partial > best[1]:
+            best = (base, shared + partial, index, partial)
+    return best
 
 
 class KeyedPrompt(AlignedChain):
@@ -152,13 +181,34 @@ class KeyedTrace:
                 id_tokens.append(tokens)
             return found
 
+        # a session's previous prompt (and the trace's), to resume hashing over the history they share
+        recent: OrderedDict[str, tuple[tuple, PrefixKeys, list[int]]] = OrderedDict()
+        previous = None
         count = 0
         for request in requests:
-            tokens = tokens_of.tokens(request.prompt)
-            prefix = PrefixKeys(ns, tokens, block_tokens)
+            base, shared, index, partial = _likeliest_base(request.prompt, recent.get(request.session), previous)
+            if base is None:
+                tokens = tokens_of.tokens(request.prompt)
+            else:  # the shared tokens from the earlier prompt, the rest materialised
+                rest = [tokens_of.content(content, n) for content, n in request.prompt[index:]]
+                if rest and partial:
+                    rest[0] = rest[0][partial:]
+                tokens = np.concatenate([base[1].tokens[:shared], *rest])
+            if base is None:
+                prefix = PrefixKeys(ns, tokens, block_tokens)
+                aligned = [intern(key, i * block_tokens) for i, key in enumerate(prefix._keys)]
+            else:
+                _, base_prefix, base_ids = base
+                prefix = PrefixKeys.extending(base_prefix, tokens)
+                old_keys = base_prefix._keys
+                aligned = [base_ids[i] if i < len(old_keys) and key is old_keys[i] else intern(key, i * block_tokens)
+                           for i, key in enumerate(prefix._keys)]
+            previous = recent[request.session] = (request.prompt, prefix, aligned)
+            recent.move_to_end(request.session)
+            if len(recent) > _RECENT_SESSIONS:
+                recent.popitem(last=False)
             total = len(prefix)
             blocks = total // block_tokens
-            aligned = [intern(prefix.key(i * block_tokens), i * block_tokens) for i in range(blocks + 1)]
             tails: dict[int, int] = {}
             candidates = []  # earlier ends this prompt may extend, anchored at each aligned prefix
             for i in range(blocks + 1):

@@ -85,3 +85,18 @@ def test_tail_key_of_a_long_prompt_hashes_only_the_last_block():
     pk = PrefixKeys(NS, tokens, 4096)
     assert len(pk.aligned_lengths) == 32
     assert pk.key(130_000) == reference_key(NS, tokens, 130_000)
+
+
+@given(st.lists(st.integers(0, 3), max_size=40), st.lists(st.integers(0, 3), max_size=40),
+       st.integers(0, 40), st.integers(1, 6))
+def test_extending_an_earlier_prompt_gives_exactly_the_fresh_keys(common, tail_a, cut, block):
+    """Resuming the running SHA1 of a prompt that shares some leading tokens
+    (all, none, or a part of a block) names every prefix as hashing afresh does."""
+    ns = Namespace("m")
+    first = PrefixKeys(ns, common + tail_a, block)
+    second_tokens = common[:cut] + [9] + tail_a
+    second = PrefixKeys.extending(first, second_tokens)
+    fresh = PrefixKeys(ns, second_tokens, block)
+    assert second._keys == fresh._keys
+    assert [second.key(n) for n in range(len(second_tokens) + 1)] == [fresh.key(n) for n in range(len(second_tokens) + 1)]
+    assert PrefixKeys.extending(first, common)._keys == PrefixKeys(ns, common, block)._keys

@@ -96,9 +96,9 @@ per bucket in a checkpoint's idle spell.
 
 from __future__ import annotations
 
-import math
-
+import collections
 import heapq
+import math
 
 from .base import EntryView, Policy
 
@@ -177,6 +177,7 @@ class PrefixChainPolicy(Policy):
         self._by_weight: dict[tuple[int, str, int], list] = {}  # heap of (weight, last use, key)
         self._by_age: dict[tuple[int, str, int], list] = {}  # heap of (last use, key)
         self._live: dict[tuple[int, str, int], int] = {}  # keys linked in each group
+        self._groups_at: collections.Counter[int] = collections.Counter()  # groups in use per priority
         self._pending_rescore: dict[str, None] = {}  # an ordered set: runs repeat across processes
         self._idle = {k: [0] * self.BUCKETS for k in KINDS}  # eligible checkpoints per kind and age bucket
         # when each group's oldest checkpoint crosses into an older bucket: a heap of
@@ -322,6 +323,7 @@ class PrefixChainPolicy(Policy):
         live = self._live[group] = self._live[group] - 1
         if not live:
             del self._by_weight[group], self._by_age[group], self._live[group]
+            self._groups_at[group[0]] -= 1
         elif len(self._by_weight[group]) > 2 * live + 64:
             self._compact(group)
 
@@ -339,6 +341,7 @@ class PrefixChainPolicy(Policy):
         by_weight = self._by_weight.get(group)
         if by_weight is None:
             by_weight = self._by_weight[group] = []
+            self._groups_at[group[0]] += 1
             self._by_age[group], self._live[group] = [], 0
         heapq.heappush(by_weight, (self._weight[key], last_use, key))
         heapq.heappush(self._by_age[group], (last_use, key))
@@ -404,23 +407,62 @@ class PrefixChainPolicy(Policy):
             del move_at[group]
             if group not in self._live:
                 continue  # emptied since
-            start = self._starts[group[2] + 1]
-            cutoff = now - start
-            priority, kind, older = group[0], group[1], group[2] + 1
-            heap, group_of, last_use_of, bucket = self._by_age[group], self._group, self._last_use, self.bucket
-            while True:
-                last_use, key = heap[0]  # the oldest entry that is not stale (see _fresh_head)
-                if group_of.get(key) != group or last_use_of[key] != last_use:
-                    heapq.heappop(heap)
-                    continue
-                if last_use > cutoff:
-                    self._schedule(group, last_use + start)
-                    break
-                self._unlink(key)
-                self._enter(key, (priority, kind, max(older, bucket(now - last_use))))
-                if group not in self._live:
-                    break
-                heap = self._by_age[group]  # (compaction may have replaced it)
+            self._move_due(group, now)
+
+    def _move_due(self, group: tuple[int, str, int], now: float) -> None:
+        """Move the checkpoints of ``group`` idle past its bucket to their older
+        groups (``_unlink`` then ``_enter`` of each, inlined: this is the hot
+        path). O(log n) per checkpoint moved."""
+        start = self._starts[group[2] + 1]
+        cutoff = now - start
+        priority, kind, bucket_from = group
+        older = bucket_from + 1
+        heap, group_of, last_use_of, weight_of = self._by_age[group], self._group, self._last_use, self._weight
+        by_weight_of, by_age_of, live_of, move_at, starts = (self._by_weight, self._by_age, self._live,
+                                                             self._move_at, self._starts)
+        idle, bucket, last_bucket = self._idle[kind], self.bucket, self.BUCKETS - 1
+        heappush, heappop = heapq.heappush, heapq.heappop
+        while True:
+            last_use, key = heap[0]  # the oldest entry that is not stale (see _fresh_head)
+            if group_of.get(key) != group or last_use_of[key] != last_use:
+                heappop(heap)
+                continue
+            if last_use > cutoff:
+                self._schedule(group, last_use + start)
+                return
+            heappop(heap)  # (this entry: stale once moved)
+            b = max(older, bucket(now - last_use))
+            target = (priority, kind, b)
+            group_of[key] = target
+            idle[bucket_from] -= 1
+            idle[b] += 1
+            if self.learn_kinds:
+                self._density.pop(kind, None)
+            else:
+                self._density.clear()
+            by_weight = by_weight_of.get(target)
+            if by_weight is None:
+                by_weight = by_weight_of[target] = []
+                self._groups_at[priority] += 1
+                by_age_of[target], live_of[target] = [], 0
+            heappush(by_weight, (weight_of[key], last_use, key))
+            heappush(by_age_of[target], (last_use, key))
+            live = live_of[target] = live_of[target] + 1
+            if b < last_bucket:
+                when = last_use + starts[b + 1]
+                if when < move_at.get(target, math.inf):
+                    move_at[target] = when
+                    heappush(self._moves, (when, target))
+            if len(by_weight) > 2 * live + 64:
+                self._compact(target)
+            left = live_of[group] = live_of[group] - 1
+            if not left:
+                del by_weight_of[group], by_age_of[group], live_of[group]
+                self._groups_at[priority] -= 1
+                return
+            if len(by_weight_of[group]) > 2 * left + 64:
+                self._compact(group)
+                heap = by_age_of[group]
 
     def _use(self, key: str, now: float, used: float) -> None:
         now = self._time(now, True)
@@ -486,7 +528,7 @@ class PrefixChainPolicy(Policy):
         if not self._group:
             return None
         self._age(self._now)
-        lowest = min(group[0] for group in self._live)
+        lowest = min(p for p, groups in self._groups_at.items() if groups)
         group_of, weight_of, last_use_of = self._group, self._weight, self._last_use
         best: tuple[float, float, str] | None = None
         tables: dict[str, list[float]] = {}
@@ -512,6 +554,7 @@ class PrefixChainPolicy(Policy):
     def _check(self) -> None:
         assert set(self._group) <= set(self._last_use)
         assert set(self._last_use) == set(self._kind) == set(self._weight) >= set(self._extended)
+        assert +self._groups_at == collections.Counter(group[0] for group in self._live)
         count = 0
         for group, live in self._live.items():
             members = {key for key, g in self._group.items() if g == group}

@@ -433,11 +433,19 @@ class EvictionManager:
 
         ``session`` (optional hint) marks ``key`` and those ancestors as used by it.
         """
-        entry = self._entries[key]
+        entries = self._entries
+        entry = entries[key]
         self._call("on_hit", key, now)
+        try:
+            on_prefix_hit = self.policy.on_prefix_hit
+        except AttributeError as exc:
+            raise PolicyError(f"policy {self._policy_name()} has no on_prefix_hit(): {exc!r}") from exc
         for ancestor in entry.ancestors:
-            if ancestor in self._entries:
-                self._call("on_prefix_hit", ancestor, now)
+            if ancestor in entries:
+                try:  # (what _call does, inlined: a deep hit credits many ancestors)
+                    on_prefix_hit(ancestor, now)
+                except Exception as exc:
+                    raise PolicyError(f"policy {self._policy_name()} raised in on_prefix_hit(): {exc!r}") from exc
                 if session is not None:
                     self.note_session(ancestor, session)
         if session is not None:

@@ -363,6 +363,7 @@ class KeyedTrace:
             meta = json.load(f)
         if meta.get("format") != _FORMAT or meta.get("version") != _VERSION:
             raise ValueError(f"{directory}: not a kvsim key directory of version {_VERSION}")
-        arrays = {name: np.load(os.path.join(directory, f"{name}.npy"), mmap_mode="r", allow_pickle=False)
-                  for name in _ARRAYS}
+        # plain ndarray views of the maps: indexing a memmap object costs ten times more
+        arrays = {name: np.asarray(np.load(os.path.join(directory, f"{name}.npy"), mmap_mode="r",
+                                           allow_pickle=False)) for name in _ARRAYS}
         return cls(arrays, meta["sessions"], meta)

@@ -102,8 +102,9 @@ class MarconiPolicy(Policy):
     layers plus attention), per byte.
 
     Min-max normalisation is over all eligible checkpoints, so the order
-    changes with every victim; the victim is chosen with numpy over arrays of
-    the eligible checkpoints' last use and efficiency. Each checkpoint's
+    changes with every victim; the victim is chosen with numpy over dense
+    arrays of the eligible checkpoints' last use and efficiency (a removal
+    moves the last one into its place). Each checkpoint's
     nearest stored ancestor is kept up to date as checkpoints come and go.
     Runtime complexity: O(n) in C per victim; O(1) per hit; per insert or
     removal, O(ancestors + stored checkpoints below it).
@@ -126,13 +127,11 @@ class MarconiPolicy(Policy):
         self._below: dict[str | None, set[str]] = {}  # stored key (None: none) -> keys it is nearest of
         self._through: dict[str, set[str]] = {}  # any aligned key -> stored keys it is an ancestor of
         self._ancestors: dict[str, tuple] = {}
-        self._slot: dict[str, int] = {}  # eligible key -> its index in the arrays
-        self._keys: list[str | None] = []
-        self._free: list[int] = []
+        self._slot: dict[str, int] = {}  # eligible key -> its index in the arrays, all below len(_keys)
+        self._keys: list[str] = []
         self._recency = np.zeros(0)
         self._eff = np.zeros(0)
         self._priority = np.zeros(0, dtype=np.int64)
-        self._used = np.zeros(0, dtype=bool)
 
     # ----------------------------------------------------- nearest ancestors
     def _compute(self, key: str) -> None:
@@ -156,30 +155,32 @@ class MarconiPolicy(Policy):
 
     # ---------------------------------------------------------------- slots
     def _place(self, key: str) -> None:
-        if not self._free:
-            old = len(self._keys)
-            new = max(64, 2 * old)
-            self._keys.extend([None] * (new - old))
-            self._free.extend(range(new - 1, old - 1, -1))
-            for name in ("_recency", "_eff", "_priority", "_used"):
+        """Append ``key`` to the dense arrays. O(1) amortised."""
+        slot = len(self._keys)
+        if slot == len(self._recency):
+            for name in ("_recency", "_eff", "_priority"):
                 array = getattr(self, name)
-                grown = np.zeros(new, dtype=array.dtype)
-                grown[:old] = array
+                grown = np.zeros(max(64, 2 * slot), dtype=array.dtype)
+                grown[:slot] = array
                 setattr(self, name, grown)
-        slot = self._free.pop()
         self._slot[key] = slot
-        self._keys[slot] = key
+        self._keys.append(key)
         self._recency[slot] = self._last_use[key]
         self._eff[slot] = self._efficiency[key]
         self._priority[slot] = self.view.entry(key).priority
-        self._used[slot] = True
 
     def _vacate(self, key: str) -> None:
+        """Remove ``key`` from the arrays, moving the last one into its place. O(1)."""
         slot = self._slot.pop(key, None)
-        if slot is not None:
-            self._used[slot] = False
-            self._keys[slot] = None
-            self._free.append(slot)
+        if slot is None:
+            return
+        last = len(self._keys) - 1
+        if slot != last:
+            moved = self._keys[slot] = self._keys[last]
+            self._slot[moved] = slot
+            for array in (self._recency, self._eff, self._priority):
+                array[slot] = array[last]
+        self._keys.pop()
 
     # --------------------------------------------------------------- events
     def on_insert(self, key: str, now: float) -> None:
@@ -236,16 +237,15 @@ class MarconiPolicy(Policy):
             del self._below[nearest]
 
     def victim(self, now: float) -> str | None:
-        if not self._slot:
+        n = len(self._keys)
+        if not n:
             return None
-        used = self._used
-        priority = self._priority[used]
-        recency, efficiency = self._recency[used], self._eff[used]
-        slots = np.flatnonzero(used)
+        priority, recency, efficiency = self._priority[:n], self._recency[:n], self._eff[:n]
+        slots = None
         lowest = priority.min()
         if priority.max() != lowest:
-            keep = priority == lowest
-            recency, efficiency, slots = recency[keep], efficiency[keep], slots[keep]
+            slots = np.flatnonzero(priority == lowest)
+            recency, efficiency = recency[slots], efficiency[slots]
 
         def normalise(values: np.ndarray) -> np.ndarray:
             lo, hi = values.min(), values.max()
@@ -256,16 +256,18 @@ class MarconiPolicy(Policy):
         best = np.flatnonzero(score == score.min())
         if len(best) > 1:  # ties: the older last use, then the smaller key
             best = best[recency[best] == recency[best].min()]
-        return min(self._keys[int(s)] for s in slots[best])
+        if slots is not None:
+            best = slots[best]
+        return min(self._keys[int(s)] for s in best)
 
     def _check(self) -> None:
         for key, nearest in self._nearest.items():
             assert nearest == self.view.nearest_stored_ancestor(key), key
             assert key in self._below[nearest], key
+        assert len(self._slot) == len(self._keys)
         for key, slot in self._slot.items():
-            assert self._keys[slot] == key and self._used[slot]
+            assert self._keys[slot] == key
             assert self._recency[slot] == self._last_use[key] and self._eff[slot] == self._efficiency[key]
-        assert int(self._used.sum()) == len(self._slot)
         for key, ancestors in self._ancestors.items():
             assert all(key in self._through[a] for a in ancestors), key
         assert sum(map(len, self._through.values())) == sum(map(len, self._ancestors.values()))

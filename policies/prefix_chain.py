@@ -397,72 +397,72 @@ class PrefixChainPolicy(Policy):
 
     def _age(self, now: float) -> None:
         """Move checkpoints whose idle time crossed into an older bucket: only the
-        groups whose oldest checkpoint is due. Runtime complexity: O(log groups)
-        while none is, plus O(log n) per checkpoint moved."""
+        groups whose oldest checkpoint is due (``_unlink`` then ``_enter`` of
+        each, inlined: this is the policy's hot path). Runtime complexity:
+        O(log groups) while none is due, plus O(log n) per checkpoint moved."""
         moves, move_at = self._moves, self._move_at
-        while moves and moves[0][0] <= now + 1e-9 * (1.0 + abs(now)):  # (a margin for a seconds clock)
-            when, group = heapq.heappop(moves)
+        due = now + 1e-9 * (1.0 + abs(now))  # (a margin for a seconds clock)
+        if not moves or moves[0][0] > due:
+            return
+        group_of, last_use_of, weight_of = self._group, self._last_use, self._weight
+        by_weight_of, by_age_of, live_of, starts = self._by_weight, self._by_age, self._live, self._starts
+        bucket, last_bucket, learn_kinds = self.bucket, self.BUCKETS - 1, self.learn_kinds
+        heappush, heappop, inf = heapq.heappush, heapq.heappop, math.inf
+        while moves and moves[0][0] <= due:
+            when, group = heappop(moves)
             if move_at.get(group) != when:
                 continue  # rescheduled earlier, or already handled
             del move_at[group]
-            if group not in self._live:
+            if group not in live_of:
                 continue  # emptied since
-            self._move_due(group, now)
-
-    def _move_due(self, group: tuple[int, str, int], now: float) -> None:
-        """Move the checkpoints of ``group`` idle past its bucket to their older
-        groups (``_unlink`` then ``_enter`` of each, inlined: this is the hot
-        path). O(log n) per checkpoint moved."""
-        start = self._starts[group[2] + 1]
-        cutoff = now - start
-        priority, kind, bucket_from = group
-        older = bucket_from + 1
-        heap, group_of, last_use_of, weight_of = self._by_age[group], self._group, self._last_use, self._weight
-        by_weight_of, by_age_of, live_of, move_at, starts = (self._by_weight, self._by_age, self._live,
-                                                             self._move_at, self._starts)
-        idle, bucket, last_bucket = self._idle[kind], self.bucket, self.BUCKETS - 1
-        heappush, heappop = heapq.heappush, heapq.heappop
-        while True:
-            last_use, key = heap[0]  # the oldest entry that is not stale (see _fresh_head)
-            if group_of.get(key) != group or last_use_of[key] != last_use:
-                heappop(heap)
-                continue
-            if last_use > cutoff:
-                self._schedule(group, last_use + start)
-                return
-            heappop(heap)  # (this entry: stale once moved)
-            b = max(older, bucket(now - last_use))
-            target = (priority, kind, b)
-            group_of[key] = target
-            idle[bucket_from] -= 1
-            idle[b] += 1
-            if self.learn_kinds:
-                self._density.pop(kind, None)
-            else:
-                self._density.clear()
-            by_weight = by_weight_of.get(target)
-            if by_weight is None:
-                by_weight = by_weight_of[target] = []
-                self._groups_at[priority] += 1
-                by_age_of[target], live_of[target] = [], 0
-            heappush(by_weight, (weight_of[key], last_use, key))
-            heappush(by_age_of[target], (last_use, key))
-            live = live_of[target] = live_of[target] + 1
-            if b < last_bucket:
-                when = last_use + starts[b + 1]
-                if when < move_at.get(target, math.inf):
-                    move_at[target] = when
-                    heappush(self._moves, (when, target))
-            if len(by_weight) > 2 * live + 64:
-                self._compact(target)
-            left = live_of[group] = live_of[group] - 1
-            if not left:
-                del by_weight_of[group], by_age_of[group], live_of[group]
-                self._groups_at[priority] -= 1
-                return
-            if len(by_weight_of[group]) > 2 * left + 64:
-                self._compact(group)
-                heap = by_age_of[group]
+            priority, kind, bucket_from = group
+            start = starts[bucket_from + 1]
+            cutoff, older, idle = now - start, bucket_from + 1, self._idle[kind]
+            heap = by_age_of[group]
+            while True:
+                last_use, key = heap[0]  # the oldest entry that is not stale (see _fresh_head)
+                if group_of.get(key) != group or last_use_of[key] != last_use:
+                    heappop(heap)
+                    continue
+                if last_use > cutoff:  # (_schedule, inlined)
+                    when = last_use + start
+                    if when < move_at.get(group, inf):
+                        move_at[group] = when
+                        heappush(moves, (when, group))
+                    break
+                heappop(heap)  # (this entry: stale once moved)
+                b = max(older, bucket(now - last_use))
+                target = (priority, kind, b)
+                group_of[key] = target
+                idle[bucket_from] -= 1
+                idle[b] += 1
+                if learn_kinds:
+                    self._density.pop(kind, None)
+                else:
+                    self._density.clear()
+                by_weight = by_weight_of.get(target)
+                if by_weight is None:
+                    by_weight = by_weight_of[target] = []
+                    self._groups_at[priority] += 1
+                    by_age_of[target], live_of[target] = [], 0
+                heappush(by_weight, (weight_of[key], last_use, key))
+                heappush(by_age_of[target], (last_use, key))
+                live = live_of[target] = live_of[target] + 1
+                if b < last_bucket:
+                    when = last_use + starts[b + 1]
+                    if when < move_at.get(target, inf):
+                        move_at[target] = when
+                        heappush(moves, (when, target))
+                if len(by_weight) > 2 * live + 64:
+                    self._compact(target)
+                left = live_of[group] = live_of[group] - 1
+                if not left:
+                    del by_weight_of[group], by_age_of[group], live_of[group]
+                    self._groups_at[priority] -= 1
+                    break
+                if len(by_weight_of[group]) > 2 * left + 64:
+                    self._compact(group)
+                    heap = by_age_of[group]
 
     def _use(self, key: str, now: float, used: float) -> None:
         now = self._time(now, True)

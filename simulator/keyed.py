@@ -78,6 +78,47 @@ def _likeliest_base(spans: tuple, *bases) -> tuple[tuple | None, int, int, int]:
     return best
 
 
+class _Ends:
+    """Prompt ends seen under one anchor (and first token past it): their
+    lengths and last tokens, in growing numpy arrays. Every session's first
+    prompt ends under the shared system prompt's anchor, so on agent traces
+    this holds one end per session and is asked on every request.
+
+    >>> ends = _Ends(); ends.add(5, 7); ends.add(6, 9)
+    >>> ends.extended_by(np.array([0, 0, 0, 0, 7, 8], dtype=np.uint32))
+    [5]
+
+    Runtime complexity: O(1) amortised per add, O(ends) in C per question.
+    """
+
+    __slots__ = ("lengths", "last", "count", "seen")
+
+    def __init__(self) -> None:
+        self.lengths = np.empty(4, dtype=np.int64)
+        self.last = np.empty(4, dtype=np.uint32)
+        self.count = 0
+        self.seen: set[tuple[int, int]] = set()
+
+    def add(self, n: int, last_token: int) -> None:
+        if (n, last_token) in self.seen:
+            return
+        self.seen.add((n, last_token))
+        if self.count == len(self.lengths):
+            self.lengths = np.concatenate([self.lengths, np.empty_like(self.lengths)])
+            self.last = np.concatenate([self.last, np.empty_like(self.last)])
+        self.lengths[self.count], self.last[self.count] = n, last_token
+        self.count += 1
+
+    def extended_by(self, tokens: np.ndarray) -> list[int]:
+        """Lengths of the ends ``tokens`` may extend: no longer than it, with
+        the same last token (a necessary condition; keys decide)."""
+        lengths, last = self.lengths[: self.count], self.last[: self.count]
+        fits = lengths <= len(tokens)
+        if not fits.all():
+            lengths, last = lengths[fits], last[fits]
+        return sorted(set(lengths[tokens[lengths - 1] == last].tolist()))
+
+
 class KeyedPrompt(AlignedChain):
     """One prompt's keys as integer ids, with the interface of
     :class:`kvstore.keys.PrefixKeys` that the eviction manager uses.
@@ -165,7 +206,7 @@ class KeyedTrace:
         ids: dict[bytes, int] = {}
         id_tokens: list[int] = []
         # (anchor id, first token past it) -> {tail length: last tokens of the ends seen there}
-        tails_at: dict[tuple[int, int], dict[int, set[int]]] = {}
+        tails_at: dict[tuple[int, int], _Ends] = {}
         session_ids: dict[str, int] = {}
         engine_ids: dict[str, int] = {}
         blend = BlendTracker()
@@ -215,9 +256,9 @@ class KeyedTrace:
                 a = i * block_tokens
                 if a >= total:
                     break
-                for n, last_tokens in tails_at.get((aligned[i], int(tokens[a])), {}).items():
-                    if n <= total and int(tokens[n - 1]) in last_tokens:  # cheap filters first
-                        candidates.append(n)
+                ends = tails_at.get((aligned[i], int(tokens[a])))
+                if ends is not None:  # cheap filters first: the length, the last token
+                    candidates.extend(ends.extended_by(tokens))
             if candidates:
                 for n, hexkey in zip(candidates, prefix.keys_at(candidates)):
                     found = ids.get(bytes.fromhex(hexkey))
@@ -227,8 +268,10 @@ class KeyedTrace:
                 own = intern(prefix.key(total), total)
                 tails[total] = own
                 anchor = blocks * block_tokens
-                tails_at.setdefault((aligned[blocks], int(tokens[anchor])), {}).setdefault(
-                    total, set()).add(int(tokens[total - 1]))
+                ends = tails_at.get((aligned[blocks], int(tokens[anchor])))
+                if ends is None:
+                    ends = tails_at[(aligned[blocks], int(tokens[anchor]))] = _Ends()
+                ends.add(total, int(tokens[total - 1]))
             cols["t"].append(request.t)
             cols["session"].append(session_ids.setdefault(request.session, len(session_ids)))
             cols["warmup"].append(bool(request.tags.get("warmup")))

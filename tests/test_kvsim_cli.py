@@ -116,6 +116,11 @@ def _count_hashing(tmp_path, monkeypatch):
             hashed.append(1)
             super().__init__(*args, **kwargs)
 
+        @classmethod
+        def extending(cls, base, tokens):  # (a prompt keyed by resuming an earlier one's hash)
+            hashed.append(1)
+            return super().extending(base, tokens)
+
     def counting_read(path):
         reads.append(path)
         return real_read(path)

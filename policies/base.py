@@ -190,6 +190,7 @@ class ScoredPolicy(Policy):
 
     def __init__(self) -> None:
         self._heap: list[tuple[Any, int, str]] = []  # ((priority, score), seq, key); stale ones too
+        self._items: dict[str, tuple[Any, int, str]] = {}  # each key's current heap item (the object)
         self._scores: dict[str, tuple[Any, int]] = {}
         self._scored_at: dict[str, float] = {}  # the ``now`` each cached score was computed at
         self._parent_of: dict[str, str | None] = {}  # chain_dependent: the parent each key was stored under
@@ -203,29 +204,31 @@ class ScoredPolicy(Policy):
     def _push(self, item: tuple[Any, int, str]) -> None:
         heap = self._heap
         heapq.heappush(heap, item)
-        if len(heap) > 2 * len(self._eligible) + 64:  # mostly stale: keep only the current entries
-            scores = self._scores
-            self._heap = [(*scores[key], key) for key in self._eligible]
+        if len(heap) > 3 * len(self._eligible) + 64:  # mostly stale: keep only the current entries
+            items = self._items
+            self._heap = [items[key] for key in self._eligible]
             heapq.heapify(self._heap)
 
     def _head(self) -> tuple[Any, int, str] | None:
         """The eligible entry with the lowest ``((priority, score), seq)``, or ``None``.
         Amortised O(log n)."""
-        heap, scores, eligible = self._heap, self._scores, self._eligible
+        heap, items, eligible = self._heap, self._items, self._eligible
         while heap:
-            score, seq, key = head = heap[0]
-            if key in eligible and scores[key][1] == seq:
+            head = heap[0]
+            key = head[2]
+            if key in eligible and items[key] is head:
                 return head
             heapq.heappop(heap)
         return None
 
     def _rescore(self, key: str, now: float) -> None:
         self._seq += 1
-        new = ((self.view.entry(key).priority, self.score(key, now)), self._seq)
-        self._scores[key] = new
+        score = (self.view.entry(key).priority, self.score(key, now))
+        self._scores[key] = (score, self._seq)
+        item = self._items[key] = (score, self._seq, key)
         self._scored_at[key] = now
         if key in self._eligible:
-            self._push((new[0], new[1], key))
+            self._push(item)
 
     def _rescore_neighbours(self, key: str, parent: str | None) -> None:
         """The chain changed at ``key``: rescore its stored parent and children
@@ -248,8 +251,7 @@ class ScoredPolicy(Policy):
             return
         if eligible:
             self._eligible.add(key)
-            score, seq = self._scores[key]
-            self._push((score, seq, key))
+            self._push(self._items[key])
         else:
             self._eligible.discard(key)  # its heap entry is stale from now on
 
@@ -257,6 +259,7 @@ class ScoredPolicy(Policy):
         if key in self._eligible:
             self.on_eligible(key, False)
         self._scores.pop(key, None)
+        self._items.pop(key, None)
         self._scored_at.pop(key, None)
         parent = self._parent_of.pop(key, None)
         if self.chain_dependent:  # its parent and children may still be stored: the chain changed there
@@ -267,9 +270,10 @@ class ScoredPolicy(Policy):
         return None if head is None else head[2]
 
     def _check(self) -> None:
-        current = {key for _, seq, key in self._heap if key in self._eligible and self._scores[key][1] == seq}
+        current = {item[2] for item in self._heap if item[2] in self._eligible and self._items[item[2]] is item}
         assert current == self._eligible, (len(current), len(self._eligible))
-        assert self._eligible <= set(self._scores) == set(self._scored_at)
+        assert self._eligible <= set(self._scores) == set(self._scored_at) == set(self._items)
+        assert all(self._items[key] == (*self._scores[key], key) for key in self._items)
         for key, (cached, _) in self._scores.items():  # no cached score went stale
             fresh = (self.view.entry(key).priority, self.score(key, self._scored_at[key]))
             assert cached == fresh, f"cached score of {key!r} is {cached}, a fresh one {fresh}"

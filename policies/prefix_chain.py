@@ -408,6 +408,9 @@ class PrefixChainPolicy(Policy):
         by_weight_of, by_age_of, live_of, starts = self._by_weight, self._by_age, self._live, self._starts
         bucket, last_bucket, learn_kinds = self.bucket, self.BUCKETS - 1, self.learn_kinds
         heappush, heappop, inf = heapq.heappush, heapq.heappop, math.inf
+        # times scheduled meanwhile are pushed after the loop: on a seconds clock one can
+        # fall inside the rounding margin, and pushed at once it would be popped forever
+        later: list[tuple[float, tuple[int, str, int]]] = []
         while moves and moves[0][0] <= due:
             when, group = heappop(moves)
             if move_at.get(group) != when:
@@ -428,7 +431,7 @@ class PrefixChainPolicy(Policy):
                     when = last_use + start
                     if when < move_at.get(group, inf):
                         move_at[group] = when
-                        heappush(moves, (when, group))
+                        later.append((when, group))
                     break
                 heappop(heap)  # (this entry: stale once moved)
                 b = max(older, bucket(now - last_use))
@@ -452,7 +455,7 @@ class PrefixChainPolicy(Policy):
                     when = last_use + starts[b + 1]
                     if when < move_at.get(target, inf):
                         move_at[target] = when
-                        heappush(moves, (when, target))
+                        later.append((when, target))
                 if len(by_weight) > 2 * live + 64:
                     self._compact(target)
                 left = live_of[group] = live_of[group] - 1
@@ -463,6 +466,8 @@ class PrefixChainPolicy(Policy):
                 if len(by_weight_of[group]) > 2 * left + 64:
                     self._compact(group)
                     heap = by_age_of[group]
+        for item in later:
+            heappush(moves, item)
 
     def _use(self, key: str, now: float, used: float) -> None:
         now = self._time(now, True)

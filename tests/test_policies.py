@@ -276,3 +276,26 @@ def test_marconi_trades_recency_against_flop_efficiency():
     put(m, entry("dense-old", 100, 10), 0)
     put(m, entry("sparse-new", 1, 10), 1)
     assert m.policy.victim(2) == "sparse-new"  # efficiency dominates
+
+
+def test_prefix_chain_on_a_wall_clock_of_epoch_seconds_keeps_evicting():
+    """With ``clock="seconds"`` at epoch timestamps, the aging margin is about a
+    second wide: a group rescheduled inside it used to be popped again forever,
+    hanging the engine's put. Run in a subprocess so a hang fails the test."""
+    import subprocess
+    import sys
+
+    script = (
+        "from kvstore.eviction import Entry, EvictionManager\n"
+        "from policies import PrefixChainPolicy\n"
+        "p = PrefixChainPolicy(clock='seconds')\n"
+        "m = EvictionManager(10**6, p, block_tokens=4)\n"
+        "for i in range(50):\n"
+        "    e = Entry(f'k{i}', tokens=4, size=100_000)\n"
+        "    m.make_room(e, 1.7e9 + i * 0.5)\n"
+        "    m.insert(e, 1.7e9 + i * 0.5)\n"
+        "    p._check()\n"
+        "print(m.evictions)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) == 40  # room for 10 checkpoints of 100,000 bytes: the other 40 evicted

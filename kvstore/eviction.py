@@ -181,7 +181,8 @@ class EvictionManager:
 
         Walks the aligned keys from the deepest down; at each aligned length it
         first tries the tails anchored there. Runtime complexity: O(blocks),
-        plus O(block_tokens) hashing per tail candidate.
+        plus O(block_tokens) hashing at each anchor holding tails (every
+        candidate's key in one pass).
         """
         return prefix.longest_held(self._tails.get, self._entries.__contains__)
 

@@ -131,7 +131,8 @@ class AlignedChain:
     """The aligned prefixes of one prompt, as an eviction manager walks them:
     anchors, parents and ancestors. Subclasses hold ``_keys`` (the key of the
     prefix ``i * block_tokens`` at index ``i``, from the root ``key(0)``) and
-    ``block_tokens``; the keys may be hex strings or any other hashable ids.
+    ``block_tokens``, and answer :meth:`longest_tail`; the keys may be hex
+    strings or any other hashable ids.
 
     Runtime complexity: O(1), O(blocks) for :meth:`ancestor_keys`.
     """
@@ -195,29 +196,8 @@ class AlignedChain:
     def longest_tail(self, anchor: int, tails: dict) -> tuple[int, Any] | None:
         """``(tokens, key)`` of the longest of ``tails`` (``{tail key: tokens}``,
         all anchored at the aligned length ``anchor``) that is a prefix of this
-        prompt, or ``None``.
-
-        >>> pk = PrefixKeys(Namespace("m"), list(range(10)), block_tokens=4)
-        >>> other = PrefixKeys(Namespace("m"), [0, 1, 2, 3, 4, 5, 9, 9], block_tokens=4)
-        >>> pk.longest_tail(4, {pk.key(6): 6, other.key(7): 7, pk.key(5): 5})[0]
-        6
-
-        Runtime complexity: O(t log t) for ``t`` tails, plus computing this
-        prompt's keys at their lengths (:meth:`keys_at`).
-        """
-        total = len(self)
-        candidates = sorted(((tokens, tail_key) for tail_key, tokens in tails.items()
-                             if anchor < tokens <= total), key=lambda tk: -tk[0])
-        if not candidates:
-            return None
-        for (tokens, tail_key), mine in zip(candidates, self.keys_at([tokens for tokens, _ in candidates])):
-            if mine == tail_key:
-                return tokens, tail_key
-        return None
-
-    def keys_at(self, lengths: Sequence[int]) -> list:
-        """Keys of several prefixes (one :meth:`key` each unless a subclass does better)."""
-        return [self.key(n) for n in lengths]
+        prompt, or ``None``: each subclass answers from the keys it holds."""
+        raise NotImplementedError
 
 
 class PrefixKeys(AlignedChain):
@@ -293,6 +273,29 @@ class PrefixKeys(AlignedChain):
         start = index * self.block_tokens
         h.update(memoryview(self.tokens[start:n_tokens]).cast("B"))
         return h.hexdigest()
+
+    def longest_tail(self, anchor: int, tails: dict) -> tuple[int, Any] | None:
+        """``(tokens, key)`` of the longest of ``tails`` (``{tail key: tokens}``,
+        all anchored at the aligned length ``anchor``) that is a prefix of this
+        prompt, or ``None``.
+
+        >>> pk = PrefixKeys(Namespace("m"), list(range(10)), block_tokens=4)
+        >>> other = PrefixKeys(Namespace("m"), [0, 1, 2, 3, 4, 5, 9, 9], block_tokens=4)
+        >>> pk.longest_tail(4, {pk.key(6): 6, other.key(7): 7, pk.key(5): 5})[0]
+        6
+
+        Runtime complexity: O(t log t) for ``t`` tails, plus computing this
+        prompt's keys at their lengths (:meth:`keys_at`).
+        """
+        total = len(self)
+        candidates = sorted(((tokens, tail_key) for tail_key, tokens in tails.items()
+                             if anchor < tokens <= total), key=lambda tk: -tk[0])
+        if not candidates:
+            return None
+        for (tokens, tail_key), mine in zip(candidates, self.keys_at([tokens for tokens, _ in candidates])):
+            if mine == tail_key:
+                return tokens, tail_key
+        return None
 
     def keys_at(self, lengths: Sequence[int]) -> list[str]:
         """Keys of several prefixes, hashing each block's tokens once however

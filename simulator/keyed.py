@@ -55,7 +55,7 @@ _RECENT_SESSIONS = 256
 
 
 def _likeliest_base(spans: tuple, *bases) -> tuple[tuple | None, int, int, int]:
-    """Of earlier prompts ``(spans, PrefixKeys, ids)``, the one sharing the most
+    """Of earlier prompts ``(spans, PrefixKeys)``, the one sharing the most
     leading tokens with ``spans`` by their spans (a session's previous prompt,
     or the trace's for a shared system prompt): ``(base, shared tokens, index of
     the first span not wholly shared, its tokens shared)``; ``(None, 0, 0, 0)``
@@ -223,33 +223,26 @@ class KeyedTrace:
             return found
 
         # a session's previous prompt (and the trace's), to resume hashing over the history they share
-        recent: OrderedDict[str, tuple[tuple, PrefixKeys, list[int]]] = OrderedDict()
+        recent: OrderedDict[str, tuple[tuple, PrefixKeys]] = OrderedDict()
         previous = None
         count = 0
         for request in requests:
             base, shared, index, partial = _likeliest_base(request.prompt, recent.get(request.session), previous)
             if base is None:
-                tokens = tokens_of.tokens(request.prompt)
+                prefix = PrefixKeys(ns, tokens_of.tokens(request.prompt), block_tokens)
             else:  # the shared tokens from the earlier prompt, the rest materialised
                 rest = [tokens_of.content(content, n) for content, n in request.prompt[index:]]
                 if rest and partial:
                     rest[0] = rest[0][partial:]
-                tokens = np.concatenate([base[1].tokens[:shared], *rest])
-            if base is None:
-                prefix = PrefixKeys(ns, tokens, block_tokens)
-                aligned = [intern(key, i * block_tokens) for i, key in enumerate(prefix._keys)]
-            else:
-                _, base_prefix, base_ids = base
-                prefix = PrefixKeys.extending(base_prefix, tokens)
-                old_keys = base_prefix._keys
-                aligned = [base_ids[i] if i < len(old_keys) and key is old_keys[i] else intern(key, i * block_tokens)
-                           for i, key in enumerate(prefix._keys)]
-            previous = recent[request.session] = (request.prompt, prefix, aligned)
+                prefix = PrefixKeys.extending(base[1], np.concatenate([base[1].tokens[:shared], *rest]))
+            tokens = prefix.tokens
+            previous = recent[request.session] = (request.prompt, prefix)
             recent.move_to_end(request.session)
             if len(recent) > _RECENT_SESSIONS:
                 recent.popitem(last=False)
             total = len(prefix)
             blocks = total // block_tokens
+            aligned = [intern(prefix.key(i * block_tokens), i * block_tokens) for i in range(blocks + 1)]
             tails: dict[int, int] = {}
             candidates = []  # earlier ends this prompt may extend, anchored at each aligned prefix
             for i in range(blocks + 1):
@@ -268,9 +261,10 @@ class KeyedTrace:
                 own = intern(prefix.key(total), total)
                 tails[total] = own
                 anchor = blocks * block_tokens
-                ends = tails_at.get((aligned[blocks], int(tokens[anchor])))
-                if ends is None:
-                    ends = tails_at[(aligned[blocks], int(tokens[anchor]))] = _Ends()
+                where = (aligned[blocks], int(tokens[anchor]))
+                ends = tails_at.get(where)
+                if ends is None:  # (not setdefault: that would build an _Ends every time)
+                    ends = tails_at[where] = _Ends()
                 ends.add(total, int(tokens[total - 1]))
             cols["t"].append(request.t)
             cols["session"].append(session_ids.setdefault(request.session, len(session_ids)))

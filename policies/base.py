@@ -191,7 +191,6 @@ class ScoredPolicy(Policy):
     def __init__(self) -> None:
         self._heap: list[tuple[Any, int, str]] = []  # ((priority, score), seq, key); stale ones too
         self._items: dict[str, tuple[Any, int, str]] = {}  # each key's current heap item (the object)
-        self._scores: dict[str, tuple[Any, int]] = {}
         self._scored_at: dict[str, float] = {}  # the ``now`` each cached score was computed at
         self._parent_of: dict[str, str | None] = {}  # chain_dependent: the parent each key was stored under
         self._eligible: set[str] = set()
@@ -224,7 +223,6 @@ class ScoredPolicy(Policy):
     def _rescore(self, key: str, now: float) -> None:
         self._seq += 1
         score = (self.view.entry(key).priority, self.score(key, now))
-        self._scores[key] = (score, self._seq)
         item = self._items[key] = (score, self._seq, key)
         self._scored_at[key] = now
         if key in self._eligible:
@@ -234,7 +232,7 @@ class ScoredPolicy(Policy):
         """The chain changed at ``key``: rescore its stored parent and children
         (each at the time its score was last computed)."""
         for other in sorted({parent, *self.view.children(key)} - {None, key}):
-            if other in self._scores:
+            if other in self._items:
                 self._rescore(other, self._scored_at[other])
 
     def on_insert(self, key: str, now: float) -> None:
@@ -258,7 +256,6 @@ class ScoredPolicy(Policy):
     def on_remove(self, key: str) -> None:
         if key in self._eligible:
             self.on_eligible(key, False)
-        self._scores.pop(key, None)
         self._items.pop(key, None)
         self._scored_at.pop(key, None)
         parent = self._parent_of.pop(key, None)
@@ -272,8 +269,7 @@ class ScoredPolicy(Policy):
     def _check(self) -> None:
         current = {item[2] for item in self._heap if item[2] in self._eligible and self._items[item[2]] is item}
         assert current == self._eligible, (len(current), len(self._eligible))
-        assert self._eligible <= set(self._scores) == set(self._scored_at) == set(self._items)
-        assert all(self._items[key] == (*self._scores[key], key) for key in self._items)
-        for key, (cached, _) in self._scores.items():  # no cached score went stale
+        assert self._eligible <= set(self._items) == set(self._scored_at)
+        for key, (cached, _, _) in self._items.items():  # no cached score went stale
             fresh = (self.view.entry(key).priority, self.score(key, self._scored_at[key]))
             assert cached == fresh, f"cached score of {key!r} is {cached}, a fresh one {fresh}"

@@ -208,7 +208,7 @@ def test_a_chain_dependent_score_never_goes_stale():
     fill(m, chain(3, size=10))
     m.remove("k3")  # k2 is a leaf again
     policy._check()
-    assert policy._scores["k2"][0][1][0] == 0
+    assert policy._items["k2"][0][1][0] == 0  # (priority, (has children, last use))
 
 
 def test_a_policy_sees_only_the_documented_fields_of_a_checkpoint():

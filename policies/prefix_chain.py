@@ -173,7 +173,8 @@ class PrefixChainPolicy(Policy):
         self._extended: dict[str, int] = {}  # most stored aligned children seen
         self._group: dict[str, tuple[int, str, int]] = {}  # each eligible key -> (priority, kind, bucket)
         # per group, two heaps with lazy deletion: an entry counts while its key is
-        # still linked in that group with that weight and last use (see _fresh_head)
+        # still linked in that group with that weight and last use (stale heads are
+        # popped where a head is read: in _age and victim)
         self._by_weight: dict[tuple[int, str, int], list] = {}  # heap of (weight, last use, key)
         self._by_age: dict[tuple[int, str, int], list] = {}  # heap of (last use, key)
         self._live: dict[tuple[int, str, int], int] = {}  # keys linked in each group
@@ -314,12 +315,8 @@ class PrefixChainPolicy(Policy):
         group = self._group.pop(key, None)
         if group is None:
             return
-        kind = group[1]
-        self._idle[kind][group[2]] -= 1
-        if self.learn_kinds:  # (_stale, inlined)
-            self._density.pop(kind, None)
-        else:
-            self._density.clear()
+        self._idle[group[1]][group[2]] -= 1
+        self._stale(group[1])
         live = self._live[group] = self._live[group] - 1
         if not live:
             del self._by_weight[group], self._by_age[group], self._live[group]
@@ -347,15 +344,9 @@ class PrefixChainPolicy(Policy):
         heapq.heappush(self._by_age[group], (last_use, key))
         live = self._live[group] = self._live[group] + 1
         self._idle[kind][bucket] += 1
-        if self.learn_kinds:  # (_stale, inlined: this runs for every move)
-            self._density.pop(kind, None)
-        else:
-            self._density.clear()
-        if bucket < self.BUCKETS - 1:  # (_schedule, inlined)
-            when = last_use + self._starts[bucket + 1]
-            if when < self._move_at.get(group, math.inf):
-                self._move_at[group] = when
-                heapq.heappush(self._moves, (when, group))
+        self._stale(kind)
+        if bucket < self.BUCKETS - 1:
+            self._schedule(group, last_use + self._starts[bucket + 1])
         if len(by_weight) > 2 * live + 64:
             self._compact(group)
 
@@ -365,18 +356,6 @@ class PrefixChainPolicy(Policy):
                 if self._group.get(e[2]) == group and self._weight[e[2]] == e[0] and self._last_use[e[2]] == e[1]}
         self._by_weight[group] = sorted(live)
         self._by_age[group] = sorted((e[1], e[2]) for e in live)
-
-    def _fresh_head(self, group: tuple[int, str, int], by_age: bool) -> tuple:
-        """The least entry of a group's heap that is not stale. Amortised O(log n)."""
-        heap = self._by_age[group] if by_age else self._by_weight[group]
-        group_of, last_use_of, weight_of = self._group, self._last_use, self._weight
-        while True:
-            head = heap[0]
-            key = head[-1]
-            if group_of.get(key) == group and (
-                    last_use_of[key] == head[0] if by_age else weight_of[key] == head[0] and last_use_of[key] == head[1]):
-                return head
-            heapq.heappop(heap)
 
     def _rescore(self, key: str) -> None:
         eligible = key in self._group
@@ -423,11 +402,11 @@ class PrefixChainPolicy(Policy):
             cutoff, older, idle = now - start, bucket_from + 1, self._idle[kind]
             heap = by_age_of[group]
             while True:
-                last_use, key = heap[0]  # the oldest entry that is not stale (see _fresh_head)
+                last_use, key = heap[0]  # the oldest entry that is not stale (see _by_weight)
                 if group_of.get(key) != group or last_use_of[key] != last_use:
                     heappop(heap)
                     continue
-                if last_use > cutoff:  # (_schedule, inlined)
+                if last_use > cutoff:  # (_schedule, inlined, into ``later``)
                     when = last_use + start
                     if when < move_at.get(group, inf):
                         move_at[group] = when
@@ -542,7 +521,7 @@ class PrefixChainPolicy(Policy):
             if priority != lowest:
                 continue
             heap = self._by_weight[group]
-            while True:  # the least entry that is not stale (see _fresh_head)
+            while True:  # the least entry that is not stale (see _by_weight)
                 weight, last_use, key = heap[0]
                 if group_of.get(key) == group and weight_of[key] == weight and last_use_of[key] == last_use:
                     break

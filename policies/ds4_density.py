@@ -112,10 +112,8 @@ class Ds4DensityPolicy(Policy):
             _drop(self._unhit, priority, item)
         else:
             bands, band = self._bands[priority], _band(self._density[key])
-            members = bands[band]
-            members.remove(item)
-            if not members:
-                del bands[band]
+            _drop(bands, band, item)
+            if band not in bands:  # the band emptied
                 _drop(self._band_order, priority, band)
                 if not bands:
                     del self._bands[priority]
@@ -220,9 +218,9 @@ def _band_floor(band: int) -> float:
     return 0.0 if band == -(1 << 30) else math.exp(band * _LOG_GROWTH) * (1.0 - 1e-6)
 
 
-def _drop(table: dict[int, SortedList], priority: int, item: tuple) -> None:
-    """Remove ``item`` from the list of ``priority`` (and the list once empty). O(log n)."""
-    items = table[priority]
+def _drop(table: dict[int, SortedList], at: int, item: object) -> None:
+    """Remove ``item`` from the list ``table[at]`` (and the list once empty). O(log n)."""
+    items = table[at]
     items.remove(item)
     if not items:
-        del table[priority]
+        del table[at]

@@ -11,7 +11,7 @@ checkpoint eviction; they are not those systems' code.
 - ``marconi``: Marconi (MLSys 2025) — ``utility = recency + alpha * FLOP efficiency``
   (FLOPs a checkpoint saves per byte), both min-max normalised over the
   candidates, lowest evicted. Marconi tunes alpha online; here it is a fixed
-  keyword argument (default 1.0). Victim choice is O(n).
+  keyword argument (default 1.0).
 
 >>> sorted(p.name for p in (HiCachePolicy, VllmOffloadPolicy, MarconiPolicy))
 ['hicache', 'marconi', 'vllm-offload']
@@ -25,6 +25,7 @@ import numpy as np
 
 from .base import EntryView, Policy
 from .lru import LRUPolicy
+from .staircase import Staircase
 
 __all__ = ["HiCachePolicy", "VllmOffloadPolicy", "MarconiPolicy"]
 
@@ -101,13 +102,17 @@ class MarconiPolicy(Policy):
     ancestor at ``a``: ``(t - a) + (t**2 - a**2) / (2 * context_scale)`` (linear
     layers plus attention), per byte.
 
-    Min-max normalisation is over all eligible checkpoints, so the order
-    changes with every victim; the victim is chosen with numpy over dense
-    arrays of the eligible checkpoints' last use and efficiency (a removal
-    moves the last one into its place). Each checkpoint's
-    nearest stored ancestor is kept up to date as checkpoints come and go.
-    Runtime complexity: O(n) in C per victim; O(1) per hit; per insert or
-    removal, O(ancestors + stored checkpoints below it).
+    Min-max normalisation is over all eligible checkpoints (of the lowest
+    priority), so the order changes with every victim. The victim is the least
+    score on the :class:`~policies.staircase.Staircase` of ``(last use,
+    efficiency)``: every other checkpoint is older-or-equal *and* less
+    efficient than one on it, so it never scores lower. (Were two different
+    efficiencies to round to one normalised value, a full scan could break the
+    resulting tie differently.) With ``alpha=0`` efficiency counts for nothing,
+    so every checkpoint is on the staircase and a victim costs O(n). Each checkpoint's nearest stored ancestor is
+    kept up to date as checkpoints come and go. Runtime complexity: O(steps)
+    per victim (tens to a few hundred on agent traces); O(log n) per hit;
+    per insert or removal, O(ancestors + stored checkpoints below it).
 
     :param alpha: weight of FLOP efficiency against recency.
     :param context_scale: context length at which attention costs as much as the rest.
@@ -127,11 +132,8 @@ class MarconiPolicy(Policy):
         self._below: dict[str | None, set[str]] = {}  # stored key (None: none) -> keys it is nearest of
         self._through: dict[str, set[str]] = {}  # any aligned key -> stored keys it is an ancestor of
         self._ancestors: dict[str, tuple] = {}
-        self._slot: dict[str, int] = {}  # eligible key -> its index in the arrays, all below len(_keys)
-        self._keys: list[str] = []
-        self._recency = np.zeros(0)
-        self._eff = np.zeros(0)
-        self._priority = np.zeros(0, dtype=np.int64)
+        self._priority: dict[str, int] = {}  # eligible key -> its priority
+        self._points: dict[int, Staircase] = {}  # priority -> its eligible checkpoints
 
     # ----------------------------------------------------- nearest ancestors
     def _compute(self, key: str) -> None:
@@ -140,9 +142,9 @@ class MarconiPolicy(Policy):
         a = self.view.entry(nearest).tokens if nearest is not None else 0
         t = entry.tokens
         self._efficiency[key] = ((t - a) + (t * t - a * a) / (2 * self.context_scale)) / max(1, entry.size)
-        slot = self._slot.get(key)
-        if slot is not None:
-            self._eff[slot] = self._efficiency[key]
+        priority = self._priority.get(key)
+        if priority is not None and self.alpha:
+            self._points[priority].change(key, self._efficiency[key])
 
     def _set_nearest(self, key: str, nearest: str | None) -> None:
         self._nearest[key] = nearest
@@ -153,34 +155,24 @@ class MarconiPolicy(Policy):
         """FLOPs saved per byte over the nearest stored ancestor."""
         return self._efficiency[key]
 
-    # ---------------------------------------------------------------- slots
+    # ---------------------------------------------------------- eligibility
     def _place(self, key: str) -> None:
-        """Append ``key`` to the dense arrays. O(1) amortised."""
-        slot = len(self._keys)
-        if slot == len(self._recency):
-            for name in ("_recency", "_eff", "_priority"):
-                array = getattr(self, name)
-                grown = np.zeros(max(64, 2 * slot), dtype=array.dtype)
-                grown[:slot] = array
-                setattr(self, name, grown)
-        self._slot[key] = slot
-        self._keys.append(key)
-        self._recency[slot] = self._last_use[key]
-        self._eff[slot] = self._efficiency[key]
-        self._priority[slot] = self.view.entry(key).priority
+        """Make ``key`` a candidate. O(log n)."""
+        priority = self._priority[key] = self.view.entry(key).priority
+        points = self._points.get(priority)
+        if points is None:
+            points = self._points[priority] = Staircase()
+        points.append(key, self._last_use[key], self._efficiency[key] if self.alpha else 0.0)
 
     def _vacate(self, key: str) -> None:
-        """Remove ``key`` from the arrays, moving the last one into its place. O(1)."""
-        slot = self._slot.pop(key, None)
-        if slot is None:
+        """Stop ``key`` being a candidate. O(log n)."""
+        priority = self._priority.pop(key, None)
+        if priority is None:
             return
-        last = len(self._keys) - 1
-        if slot != last:
-            moved = self._keys[slot] = self._keys[last]
-            self._slot[moved] = slot
-            for array in (self._recency, self._eff, self._priority):
-                array[slot] = array[last]
-        self._keys.pop()
+        points = self._points[priority]
+        points.remove(key)
+        if not len(points):
+            del self._points[priority]
 
     # --------------------------------------------------------------- events
     def on_insert(self, key: str, now: float) -> None:
@@ -202,9 +194,9 @@ class MarconiPolicy(Policy):
 
     def _touch(self, key: str, now: float) -> None:
         self._last_use[key] = now
-        slot = self._slot.get(key)
-        if slot is not None:
-            self._recency[slot] = now
+        priority = self._priority.get(key)
+        if priority is not None:
+            self._points[priority].move(key, now)
 
     def on_hit(self, key: str, now: float) -> None:
         self._touch(key, now)
@@ -213,7 +205,7 @@ class MarconiPolicy(Policy):
         self._touch(key, now)
 
     def on_eligible(self, key: str, eligible: bool) -> None:
-        if eligible and key not in self._slot:
+        if eligible and key not in self._priority:
             self._place(key)
         elif not eligible:
             self._vacate(key)
@@ -237,37 +229,33 @@ class MarconiPolicy(Policy):
             del self._below[nearest]
 
     def victim(self, now: float) -> str | None:
-        n = len(self._keys)
-        if not n:
+        if not self._points:
             return None
-        priority, recency, efficiency = self._priority[:n], self._recency[:n], self._eff[:n]
-        slots = None
-        lowest = priority.min()
-        if priority.max() != lowest:
-            slots = np.flatnonzero(priority == lowest)
-            recency, efficiency = recency[slots], efficiency[slots]
+        points = self._points[min(self._points)]
+        positions, recency, efficiency = points.step_arrays()
+        low_r, high_r, low_e, high_e = points.bounds()
 
-        def normalise(values: np.ndarray) -> np.ndarray:
-            lo, hi = values.min(), values.max()
+        def normalise(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
             span = hi - lo
             return (values - lo) / span if span > 0 else np.zeros(len(values))
 
-        score = normalise(recency) + self.alpha * normalise(efficiency)
+        score = normalise(recency, low_r, high_r) + self.alpha * normalise(efficiency, low_e, high_e)
         best = np.flatnonzero(score == score.min())
         if len(best) > 1:  # ties: the older last use, then the smaller key
             best = best[recency[best] == recency[best].min()]
-        if slots is not None:
-            best = slots[best]
-        return min(self._keys[int(s)] for s in best)
+        return min(points.key_at(int(positions[b])) for b in best)
 
     def _check(self) -> None:
         for key, nearest in self._nearest.items():
             assert nearest == self.view.nearest_stored_ancestor(key), key
             assert key in self._below[nearest], key
-        assert len(self._slot) == len(self._keys)
-        for key, slot in self._slot.items():
-            assert self._keys[slot] == key
-            assert self._recency[slot] == self._last_use[key] and self._eff[slot] == self._efficiency[key]
+        assert sum(map(len, self._points.values())) == len(self._priority)
+        for key, priority in self._priority.items():
+            assert self.view.entry(key).priority == priority
+        for points in self._points.values():
+            points._check()
+            assert all(self._last_use[k] == r and e == (self._efficiency[k] if self.alpha else 0.0)
+                       for r, e, k in points.steps())
         for key, ancestors in self._ancestors.items():
             assert all(key in self._through[a] for a in ancestors), key
         assert sum(map(len, self._through.values())) == sum(map(len, self._ancestors.values()))

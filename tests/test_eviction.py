@@ -1,7 +1,7 @@
 """The eviction manager and the policies shipped with the core (lru, ds4-density)."""
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import policies
@@ -251,3 +251,37 @@ def test_ds4_victim_is_the_exact_least_score_whatever_the_order(ops, half_life):
                            default=(None, None, None, None))[3]
             assert p.victim(now) == expected
         p._check()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.large_base_example])
+@given(st.randoms(use_true_random=False), st.sampled_from([5.0, 60.0, 3600.0]))
+def test_ds4_victim_matches_a_full_scan_on_long_walks(rnd, half_life):
+    """Long random walks over many checkpoints whose densities share a band (so
+    a band holds both fresh and long-decayed hits): the victim is still the
+    least (priority, score, last use, key) of a full scan."""
+    p = Ds4DensityPolicy(half_life_s=half_life)
+    m = EvictionManager(10**9, p, block_tokens=1, pin_quota_bytes=10**9)
+    now = 0.0
+    for _ in range(400):
+        op = rnd.choice(["insert", "insert", "hit", "hit", "hit", "remove", "pin", "unpin", "victim"])
+        k = rnd.randint(0, 80)
+        now += rnd.choice([0.0, 0.01, 1.0, 30.0, 600.0]) * rnd.random()
+        key = f"k{k}"
+        if op == "insert" and key not in m:
+            tokens = rnd.choice([1000, 1001, 1002, 2000])  # nearly one density: the same band
+            m.insert(Entry(key, tokens=tokens, size=4 * tokens + rnd.randint(0, 9), priority=int(k > 76)), now,
+                     reserved=0)
+        elif op == "hit" and key in m:
+            m.record_hit(key, now)
+        elif op == "remove" and key in m and not m.entry(key).pinned:
+            m.remove(key)
+        elif op == "pin" and key in m:
+            m.pin(key)
+        elif op == "unpin" and key in m:
+            m.unpin(key)
+        elif op == "victim":
+            eligible = [e for e in (m.entry(x) for x in list(m)) if not e.pinned]
+            expected = min(((e.priority, p.score(e.key, now), p._last_use[e.key], e.key) for e in eligible),
+                           default=(None, None, None, None))[3]
+            assert p.victim(now) == expected
+    p._check()

@@ -152,8 +152,19 @@ class EvictionManager:
         return self._entries.get(key)
 
     def children(self, key: str) -> frozenset[str]:
-        """Stored entries whose parent is ``key``."""
+        """Stored entries whose parent is ``key`` (a copy: O(children); see :meth:`child_count`)."""
         return frozenset(self._children.get(key, ()))
+
+    def child_count(self, key: str) -> int:
+        """How many stored entries have ``key`` as parent (tails included). O(1).
+
+        >>> m = EvictionManager(100, __import__("policies").LRUPolicy(), block_tokens=4)
+        >>> m.insert(Entry("a", tokens=4, size=10), now=0.0, reserved=0)
+        >>> m.insert(Entry("b", tokens=8, size=10, parent="a", ancestors=("a",)), now=1.0, reserved=0)
+        >>> m.child_count("a"), m.child_count("b")
+        (1, 0)
+        """
+        return len(self._children.get(key, ()))
 
     def aligned_children(self, key: str) -> int:
         """How many stored entries that are not tails have ``key`` as parent. O(1)."""

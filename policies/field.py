@@ -77,7 +77,7 @@ class HiCachePolicy(_AdmitOnRepeat):
 
     def score(self, key: str, now: float) -> tuple[int, float]:
         # leaves first: an entry with stored children ranks above every leaf
-        return (1 if self.view.children(key) else 0, self._last_use[key])
+        return (1 if self.view.child_count(key) else 0, self._last_use[key])
 
 
 class VllmOffloadPolicy(_AdmitOnRepeat):

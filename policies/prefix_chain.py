@@ -195,6 +195,11 @@ class PrefixChainPolicy(Policy):
             prior /= self.prior_decay
             terms.append((b, self._widths[b], self._mids[b], prior))
         self._suffix_terms = tuple(terms)
+        # a bucket above every one with hits, ends or idle checkpoints has density
+        # prior / width: _densities starts below the highest bucket ever used per kind
+        self._top = dict.fromkeys(KINDS, -1)
+        self._empty = [(0.0 + prior) / ((0.0 - mid * 0.0) + 0.0 * width / 2 + width)
+                       for _, width, mid, prior in reversed(terms)]
 
     # ------------------------------------------------------------ the model
     def _time(self, now: float, event: bool) -> float:
@@ -245,9 +250,10 @@ class PrefixChainPolicy(Policy):
             idle = [0] * self.BUCKETS
         # checkpoints still idle count as spells lasting at least their age so far:
         # without them, ages where nothing was ever evicted would look promising
-        out = [0.0] * self.BUCKETS
+        top = self._top[kind] if self.learn_kinds else max(self._top.values())
+        out = self._empty.copy()  # (the buckets above ``top``: every sum there is 0)
         hit_sum = later_ends = later_time = 0.0
-        for b, width, mid, prior in self._suffix_terms:  # suffix sums, oldest bucket first
+        for b, width, mid, prior in self._suffix_terms[self.BUCKETS - 1 - top:]:  # oldest bucket first
             hit_sum += hits[b]
             # expected idle time still to come, summed over spells that reached bucket b:
             # those ending (or still idle) in a later bucket, those within this one
@@ -299,6 +305,8 @@ class PrefixChainPolicy(Policy):
 
     def _end_spell(self, key: str, now: float, used: float) -> None:
         kind, b = self._kind[key], self.bucket(now - self._last_use[key])
+        if b > self._top[kind]:
+            self._top[kind] = b
         self.hits[kind][b] += used
         self.ends[kind][b] += 1
         self._stale(kind)
@@ -344,6 +352,8 @@ class PrefixChainPolicy(Policy):
         heapq.heappush(self._by_age[group], (last_use, key))
         live = self._live[group] = self._live[group] + 1
         self._idle[kind][bucket] += 1
+        if bucket > self._top[kind]:
+            self._top[kind] = bucket
         self._stale(kind)
         if bucket < self.BUCKETS - 1:
             self._schedule(group, last_use + self._starts[bucket + 1])
@@ -385,7 +395,7 @@ class PrefixChainPolicy(Policy):
             return
         group_of, last_use_of, weight_of = self._group, self._last_use, self._weight
         by_weight_of, by_age_of, live_of, starts = self._by_weight, self._by_age, self._live, self._starts
-        bucket, last_bucket, learn_kinds = self.bucket, self.BUCKETS - 1, self.learn_kinds
+        bucket, last_bucket, learn_kinds, top = self.bucket, self.BUCKETS - 1, self.learn_kinds, self._top
         heappush, heappop, inf = heapq.heappush, heapq.heappop, math.inf
         # times scheduled meanwhile are pushed after the loop: on a seconds clock one can
         # fall inside the rounding margin, and pushed at once it would be popped forever
@@ -418,6 +428,8 @@ class PrefixChainPolicy(Policy):
                 group_of[key] = target
                 idle[bucket_from] -= 1
                 idle[b] += 1
+                if b > top[kind]:
+                    top[kind] = b
                 if learn_kinds:
                     self._density.pop(kind, None)
                 else:
@@ -551,3 +563,4 @@ class PrefixChainPolicy(Policy):
         for kind in KINDS:
             for b in range(self.BUCKETS):
                 assert self._idle[kind][b] == sum(1 for g in self._group.values() if g[1:] == (kind, b))
+                assert b <= self._top[kind] or not (self.hits[kind][b] or self.ends[kind][b] or self._idle[kind][b])

@@ -46,6 +46,21 @@ def test_sweep_json_lists_every_policy_and_capacity(small_trace, capsys):
     assert [(r["policy"], r["capacity_bytes"] == 2**30) for r in results][2:] == [("lru", True), ("fifo", True)]
 
 
+def test_a_parallel_sweep_starts_the_longest_replays_first_and_reports_in_the_order_asked(small_trace, capsys):
+    from simulator.sweep import RunSpec, _longest_first
+
+    specs = [RunSpec(small_trace, p, c, str(c), "ds4") for p in ("fifo", "lru", "prefix-chain") for c in (1, 2)]
+    assert [(specs[i].policy, specs[i].capacity_bytes) for i in _longest_first(specs)][:2] == [
+        ("prefix-chain", 2), ("prefix-chain", 1)]
+    args = ["sweep", small_trace, "--capacities", "5%,50%", "--policies", "fifo,lru,prefix-chain", "--json"]
+    assert main([*args, "--jobs", "1"]) == 0
+    serial = json.loads(capsys.readouterr().out)
+    assert main([*args, "--jobs", "2"]) == 0
+    assert json.loads(capsys.readouterr().out) == serial
+    assert [(r["policy"], r["capacity_label"]) for r in serial] == [
+        (p, c) for c in ("5%", "50%") for p in ("fifo", "lru", "prefix-chain")]
+
+
 def test_listing_commands(capsys):
     assert main(["policies"]) == 0
     out = capsys.readouterr().out

@@ -368,13 +368,19 @@ class PrefixChainPolicy(Policy):
         self._by_age[group] = sorted((e[1], e[2]) for e in live)
 
     def _rescore(self, key: str) -> None:
-        eligible = key in self._group
-        self._unlink(key)
+        """Compute ``key``'s kind and weight again, and move it only if either changed
+        (a checkpoint whose group lags behind its age is moved by ``_age`` before
+        any victim is chosen). O(log n) when it moves."""
         entry = self.view.entry(key)
-        self._kind[key] = self.kind(key)
+        kind = self.kind(key)
         if not entry.is_tail:
             self._extended[key] = max(self._extended.get(key, 0), self.view.aligned_children(key))
-        self._weight[key] = self.saved(key) / max(1, entry.size)
+        weight = self.saved(key) / max(1, entry.size)
+        if kind == self._kind.get(key) and weight == self._weight.get(key):
+            return
+        eligible = key in self._group
+        self._unlink(key)
+        self._kind[key], self._weight[key] = kind, weight
         if eligible:
             self._link(key)
 
@@ -475,9 +481,10 @@ class PrefixChainPolicy(Policy):
         self._last_use[key] = now
         parent = self.view.entry(key).parent
         self._rescore(key)
-        for child in sorted(self.view.children(key)):  # their nearest stored ancestor is now this one
-            if child in self._weight:
-                self._rescore(child)
+        if self.view.child_count(key):  # their nearest stored ancestor is now this one
+            for child in sorted(self.view.children(key)):
+                if child in self._weight:
+                    self._rescore(child)
         if parent in self._weight:  # it may have become interior or a branch
             self._rescore(parent)
 

@@ -73,17 +73,8 @@ class Staircase:
         """
         if key in self._pos:
             raise KeyError(f"{key!r} is already a point")
-        if r < self._last_r:
-            self._resort(extra=(key, r, e))
-            return
-        p = len(self._keys)
-        if p == len(self._e):
-            self._grow()
-        self._keys.append(key)
-        self._put(key, p, r, e)
-        if not self._steps or e <= self._e[self._steps[-1]]:
-            self._steps.append(p)
-        self._last_r = r
+        self._at_end(key, r, e)
+        self._remember(key, e)
 
     def move(self, key: str, r: float) -> None:
         """Give ``key``'s point a new, largest ``r`` (a use), keeping its ``e``. O(log n) amortised.
@@ -92,27 +83,10 @@ class Staircase:
         >>> [k for *_, k in s.steps()]
         ['b', 'a']
         """
-        p = self._pos[key]
+        p = self._pos.pop(key)
         e = float(self._e[p])
         self._vacate(p)
-        if r < self._last_r:
-            del self._pos[key]
-            self._resort(extra=(key, r, e))
-            return
-        p = len(self._keys)
-        if p == len(self._e):
-            self._grow()
-        self._keys.append(key)
-        self._pos[key] = p
-        self._r[p] = r
-        self._e[p] = e
-        b = p // self.BLOCK
-        if e < self._block_min[b]:
-            self._block_min[b] = e
-        steps = self._steps
-        if not steps or e <= self._e[steps[-1]]:
-            steps.append(p)
-        self._last_r = r
+        self._at_end(key, r, e)  # (its entry in the max-heap of e stays current)
         self._keep_dense()
 
     def remove(self, key: str) -> None:
@@ -138,6 +112,7 @@ class Staircase:
         self._vacate(p)
         self._keys[p] = key
         self._put(key, p, self._r[p], e)
+        self._remember(key, e)
         steps = self._steps
         i = bisect.bisect_left(steps, p)
         if i == 0 or e <= self._e[steps[i - 1]]:  # a step now: it hides the later steps above it
@@ -179,10 +154,28 @@ class Staircase:
         b = p // self.BLOCK
         if e < self._block_min[b]:
             self._block_min[b] = e
+
+    def _remember(self, key: str, e: float) -> None:
+        """Note ``key``'s new ``e`` in the max-heap (older entries go stale). O(log n) amortised."""
         heapq.heappush(self._by_e, (-e, key))
         if len(self._by_e) > 2 * len(self._pos) + 1024:
             self._by_e = [(-self._e[q], k) for k, q in self._pos.items()]
             heapq.heapify(self._by_e)
+
+    def _at_end(self, key: str, r: float, e: float) -> None:
+        """Put a point after every other one (re-sorting if ``r`` came before the last). O(1) amortised."""
+        if r < self._last_r:
+            self._resort(extra=(key, r, e))
+            return
+        p = len(self._keys)
+        if p == len(self._e):
+            self._grow()
+        self._keys.append(key)
+        self._put(key, p, r, e)
+        steps = self._steps
+        if not steps or e <= self._e[steps[-1]]:
+            steps.append(p)
+        self._last_r = r
 
     def _vacate(self, p: int) -> None:
         """Empty position ``p``; the points it alone hid become steps. O(log n + n/B)."""

@@ -46,3 +46,26 @@ def remount(path: str, mode: str) -> None:
 def run_python(code: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                           timeout=timeout, check=False)
+
+
+def apply_op(manager, op: str, key: str, now: float, make_entry) -> None:
+    """One step of a random walk over an eviction manager: ``insert`` (of
+    ``make_entry()``, if absent), ``hit``, ``remove`` (if not pinned), ``pin`` or
+    ``unpin``; a step that does not apply to ``key`` does nothing."""
+    if op == "insert" and key not in manager:
+        manager.insert(make_entry(), now, reserved=0)
+    elif op == "hit" and key in manager:
+        manager.record_hit(key, now)
+    elif op == "remove" and key in manager and not manager.entry(key).pinned:
+        manager.remove(key)
+    elif op == "pin" and key in manager:
+        manager.pin(key)
+    elif op == "unpin" and key in manager:
+        manager.unpin(key)
+
+
+def least_scored(manager, policy, now: float) -> str | None:
+    """The eligible key with the least (priority, score, last use, key): a full scan."""
+    eligible = [e for e in (manager.entry(x) for x in list(manager)) if not e.pinned]
+    return min(((e.priority, policy.score(e.key, now), policy._last_use[e.key], e.key) for e in eligible),
+               default=(None, None, None, None))[3]

@@ -9,6 +9,8 @@ from kvstore.errors import CapacityError, PinQuotaError, PolicyError
 from kvstore.eviction import Entry, EvictionManager
 from policies import Ds4DensityPolicy, LRUPolicy
 
+from .helpers import apply_op, least_scored
+
 
 def chain(n, size=10, prefix="k"):
     """Entries k1..kn, each the parent of the next."""
@@ -236,20 +238,11 @@ def test_ds4_victim_is_the_exact_least_score_whatever_the_order(ops, half_life):
     for op, k, dt, tokens in ops:
         now += dt / 10  # time may run back a little
         key = f"k{k}"
-        if op == "insert" and key not in m:
-            m.insert(Entry(key, tokens=tokens, size=4 * tokens + 3 + k % 2, priority=k % 5 // 4), now,
-                     reserved=0)
-        elif op == "hit" and key in m:
-            m.record_hit(key, now)
-        elif op == "pin" and key in m:
-            m.pin(key)
-        elif op == "unpin" and key in m:
-            m.unpin(key)
-        elif op == "victim":
-            eligible = [e for e in (m.entry(x) for x in list(m)) if not e.pinned]
-            expected = min(((e.priority, p.score(e.key, now), p._last_use[e.key], e.key) for e in eligible),
-                           default=(None, None, None, None))[3]
-            assert p.victim(now) == expected
+        if op == "victim":
+            assert p.victim(now) == least_scored(m, p, now)
+        else:
+            apply_op(m, op, key, now, lambda: Entry(key, tokens=tokens, size=4 * tokens + 3 + k % 2,
+                                                    priority=k % 5 // 4))
         p._check()
 
 
@@ -267,21 +260,10 @@ def test_ds4_victim_matches_a_full_scan_on_long_walks(rnd, half_life):
         k = rnd.randint(0, 80)
         now += rnd.choice([0.0, 0.01, 1.0, 30.0, 600.0]) * rnd.random()
         key = f"k{k}"
-        if op == "insert" and key not in m:
-            tokens = rnd.choice([1000, 1001, 1002, 2000])  # nearly one density: the same band
-            m.insert(Entry(key, tokens=tokens, size=4 * tokens + rnd.randint(0, 9), priority=int(k > 76)), now,
-                     reserved=0)
-        elif op == "hit" and key in m:
-            m.record_hit(key, now)
-        elif op == "remove" and key in m and not m.entry(key).pinned:
-            m.remove(key)
-        elif op == "pin" and key in m:
-            m.pin(key)
-        elif op == "unpin" and key in m:
-            m.unpin(key)
-        elif op == "victim":
-            eligible = [e for e in (m.entry(x) for x in list(m)) if not e.pinned]
-            expected = min(((e.priority, p.score(e.key, now), p._last_use[e.key], e.key) for e in eligible),
-                           default=(None, None, None, None))[3]
-            assert p.victim(now) == expected
+        tokens = rnd.choice([1000, 1001, 1002, 2000])  # nearly one density: the same band
+        if op == "victim":
+            assert p.victim(now) == least_scored(m, p, now)
+        else:
+            apply_op(m, op, key, now, lambda: Entry(key, tokens=tokens, size=4 * tokens + rnd.randint(0, 9),
+                                                    priority=int(k > 76)))
     p._check()

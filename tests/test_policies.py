@@ -11,6 +11,8 @@ import policies
 from kvstore.eviction import Entry, EvictionManager
 from policies import (BeladyPolicy, FIFOPolicy, GDSFPolicy, LFUPolicy, PrefixChainPolicy, RandomPolicy)
 
+from .helpers import apply_op
+
 
 def entry(key, tokens, size, parent=None, ancestors=(), tail=False, priority=0):
     return Entry(key, tokens=tokens, size=size, parent=parent, ancestors=ancestors, is_tail=tail,
@@ -326,19 +328,12 @@ def test_marconi_victim_is_the_least_score_of_a_full_scan(rnd, alpha, back):
         k, dt, size = rnd.randint(0, 30), rnd.randint(-back, 200), rnd.randint(1, 40)
         now += dt / 10  # time may run back a little
         key, chain_of = f"k{k}", path(k)
-        if op == "insert" and key not in m:
-            ancestors = tuple(f"k{i}" for i in chain_of[:-1])
-            m.insert(Entry(key, tokens=4 * len(chain_of), size=size, parent=ancestors[-1] if ancestors else None,
-                           ancestors=ancestors, priority=k % 7 // 6), now, reserved=0)
-        elif op == "hit" and key in m:
-            m.record_hit(key, now)
-        elif op == "remove" and key in m and not m.entry(key).pinned:
-            m.remove(key)
-        elif op == "pin" and key in m:
-            m.pin(key)
-        elif op == "unpin" and key in m:
-            m.unpin(key)
-        elif op == "victim":
+        ancestors = tuple(f"k{i}" for i in chain_of[:-1])
+        if op != "victim":
+            apply_op(m, op, key, now, lambda: Entry(key, tokens=4 * len(chain_of), size=size, ancestors=ancestors,
+                                                    parent=ancestors[-1] if ancestors else None,
+                                                    priority=k % 7 // 6))
+        else:
             eligible = [m.entry(x) for x in list(m) if not m.entry(x).pinned]
             expected = None
             if eligible:

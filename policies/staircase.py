@@ -163,15 +163,16 @@ class Staircase:
             heapq.heapify(self._by_e)
 
     def _at_end(self, key: str, r: float, e: float) -> None:
-        """Put a point after every other one (re-sorting if ``r`` came before the last). O(1) amortised."""
-        if r < self._last_r:
-            self._resort(extra=(key, r, e))
-            return
+        """Put a point after every other one; if its ``r`` came before the last
+        one's, sort again (O(n log n)). O(1) amortised."""
         p = len(self._keys)
         if p == len(self._e):
             self._grow()
         self._keys.append(key)
         self._put(key, p, r, e)
+        if r < self._last_r:
+            self._rebuild(sorted(self._pos.values(), key=lambda q: (self._r[q], q)))
+            return
         steps = self._steps
         if not steps or e <= self._e[steps[-1]]:
             steps.append(p)
@@ -239,17 +240,6 @@ class Staircase:
     def _keep_dense(self) -> None:
         if len(self._keys) > 2 * len(self._pos) + 1024:
             self._rebuild(np.flatnonzero(self._e[:len(self._keys)] != _HOLE).tolist())
-
-    def _resort(self, extra: tuple[str, float, float]) -> None:
-        """Take a point whose ``r`` came before the last one's: sort again. O(n log n)."""
-        key, r, e = extra
-        p = len(self._keys)
-        if p == len(self._e):
-            self._grow()
-        self._keys.append(key)
-        self._put(key, p, r, e)
-        order = sorted(self._pos.values(), key=lambda q: (self._r[q], q))
-        self._rebuild(order)
 
     def _rebuild(self, order: list[int]) -> None:
         """Lay the points out again at positions 0.. in ``order``. O(n)."""

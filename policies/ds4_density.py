@@ -18,20 +18,25 @@ density alone, so the least of them (priority, then density, last use, key)
 comes from one sorted list. A hit one scores ``d · (1 + h · 2^(-(now - t)/half_life))``,
 which rises with its density ``d`` and with ``x = ln h + t · ln 2 / half_life``
 (the log of its hits, undecayed to a common origin). Hit checkpoints sit in
-density bands (0.4% wide), each split into 16 fine bands (0.024%), all sorted
-by ``x``. The victim visits the bands from the least dense, skips a band whose
-least-``x`` checkpoint cannot score below the best found, and otherwise walks
-its fine bands: in each, the checkpoints in ``x`` order while the least score
-they could have (the fine band's floor density, their ``x``) is not above the
-best found, scoring those exactly. So it scores only checkpoints within about
-0.024% of the winner. Scanning by density alone would visit every hit
-checkpoint shorter than the winner on each victim (quadratic on agent traces,
-whose short prefixes are the hit ones); walking by density and by ``x``
-separately (a threshold algorithm) bounds too loosely when densities differ by
-a few percent. With 0.4% bands alone, a long trace's hits decay until
-thousands share a band with the winner, each within 0.4% of its score (1,000
-scored per victim at 50% capacity of a 200,000-request trace; 30 with the fine
-bands); fine bands alone would visit 16 times as many bands below the winner.
+density bands (0.4% wide), each split into 16 fine bands (0.024%), each split
+by exact density (every aligned snapshot of one length has the same one), all
+sorted by ``x``. The victim visits the bands from the least dense and skips a
+band whose least-``x`` checkpoint cannot score below the best found. In a fine
+band it visits the exact densities by their least ``x`` while the least score
+they could have (the fine band's floor density, that ``x``) is not above the
+best found; it skips a density above the best score (``(1 + hits) · density``
+is at least the density) and otherwise walks its checkpoints in ``x`` order,
+scoring each exactly, until the bound ``density · (1 + e^(x − origin))`` is
+above the best. So it scores only checkpoints that tie the winner or come
+within rounding of it: on a 200,000-request generated trace at 50% capacity,
+0.2 per victim, flat over the trace. Scanning by density alone would visit
+every hit checkpoint shorter than the winner on each victim (quadratic on
+agent traces, whose short prefixes are the hit ones); walking by density and
+by ``x`` separately (a threshold algorithm) bounds too loosely when densities
+differ by a few percent. Walking a fine band by ``x`` with its floor density
+alone scored every long-decayed hit of the winner's own density: they score
+within 0.024% of it, and there are more of them the longer the trace (38 per
+victim at 200,000 requests, 125 at 400,000).
 
 >>> Ds4DensityPolicy(half_life_s=3600).half_life_s
 3600.0
@@ -74,7 +79,10 @@ class Ds4DensityPolicy(Policy):
         self._unhit: dict[int, SortedList] = {}
         self._bands: dict[int, dict[int, SortedList]] = {}
         self._band_order: dict[int, SortedList] = {}  # the bands in use, by priority
-        # each band split into _FINE narrower ones: (priority, fine band) -> (x, key) in order
+        # each band split into _FINE narrower ones, each of those by exact density:
+        # (priority, density) -> (x, key) in order, and (priority, fine band) -> the
+        # densities in it as (least x, density) in order
+        self._exact: dict[tuple[int, float], SortedList] = {}
         self._fine: dict[tuple[int, int], SortedList] = {}
         self._fine_order: dict[tuple[int, int], SortedList] = {}  # (priority, band) -> fine bands in use
         self._filed: dict[str, tuple] = {}  # eligible key -> the item it was filed under
@@ -108,11 +116,21 @@ class Ds4DensityPolicy(Policy):
                 members = bands[band] = SortedList()
                 self._band_order.setdefault(priority, SortedList()).add(band)
             members.add(item)
-            members = self._fine.get((priority, fine))
-            if members is None:
-                members = self._fine[priority, fine] = SortedList()
+            groups = self._fine.get((priority, fine))
+            if groups is None:
+                groups = self._fine[priority, fine] = SortedList()
                 self._fine_order.setdefault((priority, band), SortedList()).add(fine)
+            members = self._exact.get((priority, density))
+            if members is None:
+                members = self._exact[priority, density] = SortedList()
+            elif item < members[0]:
+                groups.remove((members[0][0], density))
+            else:
+                members.add(item)
+                self._filed[key] = item
+                return
             members.add(item)
+            groups.add((item[0], density))
         self._filed[key] = item
 
     def _unfile(self, key: str) -> None:
@@ -127,8 +145,16 @@ class Ds4DensityPolicy(Policy):
             fine = _fine_band(self._density[key])
             bands, band = self._bands[priority], fine // _FINE
             _drop(bands, band, item)
-            _drop(self._fine, (priority, fine), item)
-            if (priority, fine) not in self._fine:
+            density = self._density[key]
+            members = self._exact[priority, density]
+            if members[0] == item:  # the density's least x changes
+                groups = self._fine[priority, fine]
+                groups.remove((item[0], density))
+                if len(members) > 1:
+                    groups.add((members[1][0], density))
+            _drop(self._exact, (priority, density), item)
+            if not self._fine[priority, fine]:
+                del self._fine[priority, fine]
                 _drop(self._fine_order, (priority, band), fine)
             if band not in bands:  # the band emptied
                 _drop(self._band_order, priority, band)
@@ -175,8 +201,9 @@ class Ds4DensityPolicy(Policy):
     def victim(self, now: float) -> str | None:
         """The lowest ``(priority, score, last use, key)``.
 
-        Runtime complexity: O(bands below the winner) plus O(log n) per
-        checkpoint scored (those within a band's width of the winner)."""
+        Runtime complexity: O(bands below the winner, and densities whose least
+        hit could beat it) plus O(log n) per checkpoint scored (those that tie
+        the winner or come within rounding of it)."""
         if not self._filed:
             return None
         lowest = min(p for table in (self._unhit, self._bands) for p in table)
@@ -189,23 +216,29 @@ class Ds4DensityPolicy(Policy):
         if bands:
             # no hit checkpoint decays past the latest hit time: a lower bound even if time ran back
             origin = max(now, self._latest_hit) * self._rate
-            exp, score, last_use_of, fine_of = math.exp, self.score, self._last_use, self._fine
+            slack = _slack(origin)
+            exp, score, last_use_of, fine_of, exact_of = math.exp, self.score, self._last_use, self._fine, self._exact
             for band in self._band_order[lowest]:
                 floor = _band_floor(band * _FINE)
                 if best is not None and floor > best[0]:
                     break  # every later band is denser: none scores below the best
-                if best is not None and floor * (1.0 + exp(bands[band][0][0] - origin)) > best[0]:
+                if best is not None and floor * (1.0 + exp(bands[band][0][0] - origin) * slack) > best[0]:
                     continue  # its least hit one scores higher: so do all the others
                 for fine in self._fine_order[lowest, band]:
                     floor = _band_floor(fine)
                     if best is not None and floor > best[0]:
                         break
-                    for x, key in fine_of[lowest, fine]:
-                        if best is not None and floor * (1.0 + exp(x - origin)) > best[0]:
+                    for least_x, density in fine_of[lowest, fine]:  # its densities, by their least x
+                        if best is not None and floor * (1.0 + exp(least_x - origin) * slack) > best[0]:
                             break  # the rest of the fine band scores higher still
-                        candidate = (score(key, now), last_use_of[key], key)
-                        if best is None or candidate < best:
-                            best = candidate
+                        if best is not None and density > best[0]:
+                            continue  # (1 + hits) · density is at least density
+                        for x, key in exact_of[lowest, density]:
+                            if best is not None and density * (1.0 + exp(x - origin) * slack) > best[0]:
+                                break  # the rest of this density scores higher still
+                            candidate = (score(key, now), last_use_of[key], key)
+                            if best is None or candidate < best:
+                                best = candidate
         return best[2]
 
     def _check(self) -> None:
@@ -218,13 +251,16 @@ class Ds4DensityPolicy(Policy):
                 hits, at = self._hits[key]
                 assert item == (math.log(hits) + at * self._rate, key), key
                 fine = _fine_band(self._density[key])
-                assert item in self._bands[priority][fine // _FINE] and item in self._fine[priority, fine], key
+                assert item in self._bands[priority][fine // _FINE], key
+                members = self._exact[priority, self._density[key]]
+                assert item in members and (members[0][0], self._density[key]) in self._fine[priority, fine], key
                 assert self._density[key] >= _band_floor(fine), key
         filed = sum(map(len, self._unhit.values())) + sum(
             len(members) for bands in self._bands.values() for members in bands.values())
         assert filed == len(self._filed), filed
         assert {p: sorted(b) for p, b in self._bands.items()} == {p: list(o) for p, o in self._band_order.items()}
-        assert sum(map(len, self._fine.values())) == sum(len(m) for b in self._bands.values() for m in b.values())
+        assert sum(map(len, self._exact.values())) == sum(len(m) for b in self._bands.values() for m in b.values())
+        assert sum(map(len, self._fine.values())) == len(self._exact)
         assert sorted(self._fine) == sorted((p, f) for (p, _), o in self._fine_order.items() for f in o)
         assert all(f // _FINE == b for (_, b), o in self._fine_order.items() for f in o)
         assert set(self._density) == set(self._last_use)
@@ -236,6 +272,13 @@ _BAND_GROWTH = 1.0 + 1.0 / 4096
 _LOG_GROWTH = math.log(_BAND_GROWTH)
 _FINE = 16
 _NO_DENSITY = -(1 << 34)  # the fine band of a density of 0
+
+
+def _slack(origin: float) -> float:
+    """A factor that keeps ``exp(x - origin) · _slack(origin)`` below a checkpoint's
+    decayed hits as :meth:`Ds4DensityPolicy.score` computes them: ``x`` and
+    ``origin`` carry rounding errors of a few ulps of their size. O(1)."""
+    return math.exp(-1e-12 - 4e-15 * (abs(origin) + 64.0))
 
 
 def _fine_band(density: float) -> int:

@@ -1,5 +1,7 @@
 """The eviction manager and the policies shipped with the core (lru, ds4-density)."""
 
+import math
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -267,3 +269,39 @@ def test_ds4_victim_matches_a_full_scan_on_long_walks(rnd, half_life):
             apply_op(m, op, key, now, lambda: Entry(key, tokens=tokens, size=4 * tokens + rnd.randint(0, 9),
                                                     priority=int(k > 76)))
     p._check()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.large_base_example])
+@given(st.randoms(use_true_random=False))
+def test_ds4_victim_matches_a_full_scan_when_densities_share_a_fine_band(rnd):
+    """Checkpoints of a few exact densities, all within one 0.024% band, hit at
+    times many half-lives apart: the density whose least ``x`` comes first may
+    still be denser than the winner, so the walk must go on past it to a less
+    dense one."""
+    p = Ds4DensityPolicy(half_life_s=10.0)
+    m = EvictionManager(10**9, p, block_tokens=1, pin_quota_bytes=10**9)
+    now = 0.0
+    for _ in range(300):
+        op = rnd.choice(["insert", "insert", "hit", "hit", "remove", "victim"])
+        k = rnd.randint(0, 60)
+        now += rnd.choice([0.0, 1.0, 20.0, 200.0]) * rnd.random()
+        key = f"k{k}"
+        if op == "victim":
+            assert p.victim(now) == least_scored(m, p, now)
+        else:
+            apply_op(m, op, key, now, lambda: Entry(key, tokens=100_000, size=400_000 + rnd.randint(0, 6)))
+    p._check()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(1.0, 1e6), st.floats(0.0, 1e7), st.floats(0.0, 1e5), st.floats(1.0, 1e5), st.floats(1e-6, 1.0))
+def test_ds4_bound_on_a_density_is_below_the_score(hits, at, idle, half_life, density):
+    """The bound the victim walk breaks on, ``density · (1 + exp(x - origin) · slack)``,
+    never exceeds the score as computed, whatever the hits, times and half-life."""
+    from policies.ds4_density import _slack
+    p = Ds4DensityPolicy(half_life_s=half_life)
+    p._hits["k"], p._density["k"] = (hits, at), density
+    x = math.log(hits) + at * p._rate
+    now = at + idle
+    origin = now * p._rate
+    assert density * (1.0 + math.exp(x - origin) * _slack(origin)) <= p.score("k", now)

@@ -24,10 +24,10 @@ sorted by ``x``. The victim visits the bands from the least dense and skips a
 band whose least-``x`` checkpoint cannot score below the best found. In a fine
 band it visits the exact densities by their least ``x`` while the least score
 they could have (the fine band's floor density, that ``x``) is not above the
-best found; it skips a density above the best score (``(1 + hits) · density``
-is at least the density) and otherwise walks its checkpoints in ``x`` order,
-scoring each exactly, until the bound ``density · (1 + e^(x − origin))`` is
-above the best. So it scores only checkpoints that tie the winner or come
+best found. A density whose least-``x`` checkpoint cannot score below the best
+(``density · (1 + e^(x − origin))`` is a lower bound of the score) is skipped;
+otherwise its checkpoints are scored exactly in ``x`` order until that bound
+is above the best. So it scores only checkpoints that tie the winner or come
 within rounding of it: on a 200,000-request generated trace at 50% capacity,
 0.2 per victim, flat over the trace. Scanning by density alone would visit
 every hit checkpoint shorter than the winner on each victim (quadratic on
@@ -85,6 +85,7 @@ class Ds4DensityPolicy(Policy):
         self._exact: dict[tuple[int, float], SortedList] = {}
         self._fine: dict[tuple[int, int], SortedList] = {}
         self._fine_order: dict[tuple[int, int], SortedList] = {}  # (priority, band) -> fine bands in use
+        self._floors: dict[int, float] = {}  # fine band -> _band_floor(fine band), as met
         self._filed: dict[str, tuple] = {}  # eligible key -> the item it was filed under
         self._latest_hit = -math.inf  # the latest hit time seen (keeps the bound a bound if time runs back)
 
@@ -218,21 +219,26 @@ class Ds4DensityPolicy(Policy):
             origin = max(now, self._latest_hit) * self._rate
             slack = _slack(origin)
             exp, score, last_use_of, fine_of, exact_of = math.exp, self.score, self._last_use, self._fine, self._exact
+            floors = self._floors
             for band in self._band_order[lowest]:
-                floor = _band_floor(band * _FINE)
+                floor = floors.get(band * _FINE)
+                if floor is None:
+                    floor = floors[band * _FINE] = _band_floor(band * _FINE)
                 if best is not None and floor > best[0]:
                     break  # every later band is denser: none scores below the best
                 if best is not None and floor * (1.0 + exp(bands[band][0][0] - origin) * slack) > best[0]:
                     continue  # its least hit one scores higher: so do all the others
                 for fine in self._fine_order[lowest, band]:
-                    floor = _band_floor(fine)
+                    floor = floors.get(fine)
+                    if floor is None:
+                        floor = floors[fine] = _band_floor(fine)
                     if best is not None and floor > best[0]:
                         break
                     for least_x, density in fine_of[lowest, fine]:  # its densities, by their least x
                         if best is not None and floor * (1.0 + exp(least_x - origin) * slack) > best[0]:
                             break  # the rest of the fine band scores higher still
-                        if best is not None and density > best[0]:
-                            continue  # (1 + hits) · density is at least density
+                        if best is not None and density * (1.0 + exp(least_x - origin) * slack) > best[0]:
+                            continue  # its least hit one scores higher: so do all the others
                         for x, key in exact_of[lowest, density]:
                             if best is not None and density * (1.0 + exp(x - origin) * slack) > best[0]:
                                 break  # the rest of this density scores higher still

@@ -19,7 +19,8 @@ minima and maxima it is normalised by.
 (1.0, 2.0, 3.0, 7.0)
 
 Points live in arrays by position, appended in ``r`` order, with a hole where
-one left; the minimum of ``e`` per block of positions finds the next step
+one left; the staircase's positions are an ``array`` that numpy reads without
+a copy; the minimum of ``e`` per block of positions finds the next step
 after a step leaves. Runtime complexity: :meth:`append` O(log n); :meth:`remove`
 and :meth:`change` O(log n) plus O(n/B) numpy work per step that appears
 (B = 64); :meth:`steps` O(steps). Arrays are compacted when half are holes.
@@ -27,6 +28,7 @@ and :meth:`change` O(log n) plus O(n/B) numpy work per step that appears
 
 from __future__ import annotations
 
+from array import array
 import bisect
 import heapq
 import math
@@ -54,7 +56,7 @@ class Staircase:
         self._r = np.zeros(256)
         self._e = np.full(256, _HOLE)
         self._block_min = np.full(256 // self.BLOCK, _HOLE)
-        self._steps: list[int] = []  # positions of the staircase, ascending
+        self._steps = array("q")  # positions of the staircase, ascending (read by numpy without a copy)
         self._by_e: list[tuple[float, str]] = []  # max-heap of (-e, key), stale once its e changed
         self._last_r = -math.inf
 
@@ -119,7 +121,7 @@ class Staircase:
             j = i
             while j < len(steps) and self._e[steps[j]] > e:
                 j += 1
-            steps[i:j] = [p]
+            steps[i:j] = array("q", (p,))
         self._keep_dense()
 
     # ------------------------------------------------------------ queries
@@ -130,7 +132,7 @@ class Staircase:
 
     def step_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Positions, ``r`` and ``e`` of the staircase as arrays. O(steps)."""
-        positions = np.array(self._steps, dtype=np.int64)
+        positions = np.frombuffer(self._steps, dtype=np.int64).copy()
         return positions, self._r[positions], self._e[positions]
 
     def key_at(self, position: int) -> str:
@@ -198,7 +200,7 @@ class Staircase:
             found.append(q)
             threshold = e[q]
             q += 1
-        steps[i:i] = found
+        steps[i:i] = array("q", found)
 
     def _first_at_most(self, lo: int, hi: int, threshold: float) -> int:
         """The first position in ``[lo, hi)`` whose ``e <= threshold``, or -1. O(n/B) in numpy.
@@ -254,8 +256,8 @@ class Staircase:
         self._block_min = self._e.reshape(-1, self.BLOCK).min(axis=1)
         running = np.minimum.accumulate(e) if len(e) else e
         before = np.concatenate(([_TOP], running[:-1])) if len(e) else e
-        self._steps = np.flatnonzero(e <= before).tolist()
-        self._by_e = [(-float(x), k) for k, x in zip(keys, e)]
+        self._steps = array("q", np.flatnonzero(e <= before).tobytes())
+        self._by_e = list(zip((-e).tolist(), keys))
         heapq.heapify(self._by_e)
         self._last_r = float(r[-1]) if len(r) else -math.inf
 
@@ -270,7 +272,7 @@ class Staircase:
             if x <= running:
                 expected.append(p)
                 running = x
-        assert self._steps == expected, (self._steps, expected)
+        assert list(self._steps) == expected, (self._steps, expected)
         for b in range(len(self._block_min)):  # a lower bound
             assert self._block_min[b] <= self._e[b * self.BLOCK:(b + 1) * self.BLOCK].min()
         pos = self._pos

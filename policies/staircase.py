@@ -19,8 +19,8 @@ minima and maxima it is normalised by.
 (1.0, 2.0, 3.0, 7.0)
 
 Points live in arrays by position, appended in ``r`` order, with a hole where
-one left; the staircase's positions are an ``array`` that numpy reads without
-a copy; the minimum of ``e`` per block of positions finds the next step
+one left; the staircase's positions are an ``array`` that numpy copies in one
+memcpy; the minimum of ``e`` per block of positions finds the next step
 after a step leaves. Runtime complexity: :meth:`append` O(log n); :meth:`remove`
 and :meth:`change` O(log n) plus O(n/B) numpy work per step that appears
 (B = 64); :meth:`steps` O(steps). Arrays are compacted when half are holes.

@@ -401,8 +401,8 @@ class PrefixChainPolicy(Policy):
             return
         group_of, last_use_of, weight_of = self._group, self._last_use, self._weight
         by_weight_of, by_age_of, live_of, starts = self._by_weight, self._by_age, self._live, self._starts
-        bucket, last_bucket, learn_kinds, top = self.bucket, self.BUCKETS - 1, self.learn_kinds, self._top
-        heappush, heappop, inf = heapq.heappush, heapq.heappop, math.inf
+        last_bucket, learn_kinds, top, age_base = self.BUCKETS - 1, self.learn_kinds, self._top, self.age_base
+        heappush, heappop, inf, log2 = heapq.heappush, heapq.heappop, math.inf, math.log2
         # times scheduled meanwhile are pushed after the loop: on a seconds clock one can
         # fall inside the rounding margin, and pushed at once it would be popped forever
         later: list[tuple[float, tuple[int, str, int]]] = []
@@ -417,6 +417,10 @@ class PrefixChainPolicy(Policy):
             start = starts[bucket_from + 1]
             cutoff, older, idle = now - start, bucket_from + 1, self._idle[kind]
             heap = by_age_of[group]
+            if learn_kinds:  # some move: the kind's idle counts change
+                self._density.pop(kind, None)
+            else:
+                self._density.clear()
             while True:
                 last_use, key = heap[0]  # the oldest entry that is not stale (see _by_weight)
                 if group_of.get(key) != group or last_use_of[key] != last_use:
@@ -429,17 +433,17 @@ class PrefixChainPolicy(Policy):
                         later.append((when, group))
                     break
                 heappop(heap)  # (this entry: stale once moved)
-                b = max(older, bucket(now - last_use))
+                b = int(log2(1 + (now - last_use) / age_base))  # (self.bucket, inlined: the age is > 0)
+                if b > last_bucket:
+                    b = last_bucket
+                if b < older:
+                    b = older
                 target = (priority, kind, b)
                 group_of[key] = target
                 idle[bucket_from] -= 1
                 idle[b] += 1
                 if b > top[kind]:
                     top[kind] = b
-                if learn_kinds:
-                    self._density.pop(kind, None)
-                else:
-                    self._density.clear()
                 by_weight = by_weight_of.get(target)
                 if by_weight is None:
                     by_weight = by_weight_of[target] = []
@@ -532,27 +536,33 @@ class PrefixChainPolicy(Policy):
             return None
         self._age(self._now)
         lowest = min(p for p, groups in self._groups_at.items() if groups)
-        group_of, weight_of, last_use_of = self._group, self._weight, self._last_use
-        best: tuple[float, float, str] | None = None
+        group_of, weight_of, last_use_of, by_weight_of = self._group, self._weight, self._last_use, self._by_weight
+        density_of, learn_kinds, heappop = self._density, self.learn_kinds, heapq.heappop
+        # the least (rank, last use, key), compared as that tuple would be
+        best_rank, best_use, best_key = math.inf, math.inf, None
         tables: dict[str, list[float]] = {}
         for group in self._live:
             priority, kind, b = group
             if priority != lowest:
                 continue
-            heap = self._by_weight[group]
+            heap = by_weight_of[group]
             while True:  # the least entry that is not stale (see _by_weight)
                 weight, last_use, key = heap[0]
                 if group_of.get(key) == group and weight_of[key] == weight and last_use_of[key] == last_use:
                     break
-                heapq.heappop(heap)
+                heappop(heap)
             table = tables.get(kind)
-            if table is None:
-                self._bucket_density(kind, 0)  # (computes the kind's table when it is stale)
-                table = tables[kind] = self._density[kind if self.learn_kinds else KINDS[0]]
-            candidate = (table[b] * weight, last_use, key)
-            if best is None or candidate < best:
-                best = candidate
-        return best[2]
+            if table is None:  # (the kind's table, computed again when it is stale)
+                pooled = kind if learn_kinds else KINDS[0]
+                table = density_of.get(pooled)
+                if table is None:
+                    table = density_of[pooled] = self._densities(kind)
+                tables[kind] = table
+            rank = table[b] * weight
+            if rank < best_rank or best_key is None or (rank == best_rank and (
+                    last_use < best_use or (last_use == best_use and key < best_key))):
+                best_rank, best_use, best_key = rank, last_use, key
+        return best_key
 
     def _check(self) -> None:
         assert set(self._group) <= set(self._last_use)

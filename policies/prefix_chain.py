@@ -226,12 +226,16 @@ class PrefixChainPolicy(Policy):
         return self._bucket_density(kind, self.bucket(age))
 
     def _bucket_density(self, kind: str, bucket: int) -> float:
-        if not self.learn_kinds:  # one pooled table when kinds are not learned
-            kind = KINDS[0]
-        table = self._density.get(kind)
-        if table is None:  # computed on demand: a victim choice asks for the kinds it meets
-            table = self._density[kind] = self._densities(kind)
-        return table[bucket]
+        return self._table(kind)[bucket]
+
+    def _table(self, kind: str) -> list[float]:
+        """The density of each age bucket of ``kind``, computed again only when its
+        statistics changed (a victim choice asks for the kinds it meets)."""
+        pooled = kind if self.learn_kinds else KINDS[0]  # one pooled table when kinds are not learned
+        table = self._density.get(pooled)
+        if table is None:
+            table = self._density[pooled] = self._densities(kind)
+        return table
 
     def _stale(self, kind: str) -> None:
         """The statistics of ``kind`` changed: its densities are computed again when asked."""
@@ -401,7 +405,7 @@ class PrefixChainPolicy(Policy):
             return
         group_of, last_use_of, weight_of = self._group, self._last_use, self._weight
         by_weight_of, by_age_of, live_of, starts = self._by_weight, self._by_age, self._live, self._starts
-        last_bucket, learn_kinds, top, age_base = self.BUCKETS - 1, self.learn_kinds, self._top, self.age_base
+        last_bucket, top, age_base = self.BUCKETS - 1, self._top, self.age_base
         heappush, heappop, inf, log2 = heapq.heappush, heapq.heappop, math.inf, math.log2
         # times scheduled meanwhile are pushed after the loop: on a seconds clock one can
         # fall inside the rounding margin, and pushed at once it would be popped forever
@@ -416,11 +420,7 @@ class PrefixChainPolicy(Policy):
             priority, kind, bucket_from = group
             start = starts[bucket_from + 1]
             cutoff, older, idle = now - start, bucket_from + 1, self._idle[kind]
-            heap = by_age_of[group]
-            if learn_kinds:  # some move: the kind's idle counts change
-                self._density.pop(kind, None)
-            else:
-                self._density.clear()
+            heap, moved = by_age_of[group], False
             while True:
                 last_use, key = heap[0]  # the oldest entry that is not stale (see _by_weight)
                 if group_of.get(key) != group or last_use_of[key] != last_use:
@@ -433,6 +433,7 @@ class PrefixChainPolicy(Policy):
                         later.append((when, group))
                     break
                 heappop(heap)  # (this entry: stale once moved)
+                moved = True
                 b = int(log2(1 + (now - last_use) / age_base))  # (self.bucket, inlined: the age is > 0)
                 if b > last_bucket:
                     b = last_bucket
@@ -467,6 +468,8 @@ class PrefixChainPolicy(Policy):
                 if len(by_weight_of[group]) > 2 * left + 64:
                     self._compact(group)
                     heap = by_age_of[group]
+            if moved:  # the kind's idle counts changed
+                self._stale(kind)
         for item in later:
             heappush(moves, item)
 
@@ -537,7 +540,7 @@ class PrefixChainPolicy(Policy):
         self._age(self._now)
         lowest = min(p for p, groups in self._groups_at.items() if groups)
         group_of, weight_of, last_use_of, by_weight_of = self._group, self._weight, self._last_use, self._by_weight
-        density_of, learn_kinds, heappop = self._density, self.learn_kinds, heapq.heappop
+        heappop = heapq.heappop
         # the least (rank, last use, key), compared as that tuple would be
         best_rank, best_use, best_key = math.inf, math.inf, None
         tables: dict[str, list[float]] = {}
@@ -552,12 +555,8 @@ class PrefixChainPolicy(Policy):
                     break
                 heappop(heap)
             table = tables.get(kind)
-            if table is None:  # (the kind's table, computed again when it is stale)
-                pooled = kind if learn_kinds else KINDS[0]
-                table = density_of.get(pooled)
-                if table is None:
-                    table = density_of[pooled] = self._densities(kind)
-                tables[kind] = table
+            if table is None:
+                table = tables[kind] = self._table(kind)
             rank = table[b] * weight
             if rank < best_rank or best_key is None or (rank == best_rank and (
                     last_use < best_use or (last_use == best_use and key < best_key))):

@@ -124,14 +124,13 @@ class Ds4DensityPolicy(Policy):
             members = self._exact.get((priority, density))
             if members is None:
                 members = self._exact[priority, density] = SortedList()
-            elif item < members[0]:
+            elif item < members[0]:  # the density's least x changes
                 groups.remove((members[0][0], density))
             else:
-                members.add(item)
-                self._filed[key] = item
-                return
+                groups = None
             members.add(item)
-            groups.add((item[0], density))
+            if groups is not None:
+                groups.add((item[0], density))
         self._filed[key] = item
 
     def _unfile(self, key: str) -> None:

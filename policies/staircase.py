@@ -56,7 +56,7 @@ class Staircase:
         self._r = np.zeros(256)
         self._e = np.full(256, _HOLE)
         self._block_min = np.full(256 // self.BLOCK, _HOLE)
-        self._steps = array("q")  # positions of the staircase, ascending (read by numpy without a copy)
+        self._steps = array("q")  # positions of the staircase, ascending (numpy copies them in one memcpy)
         self._by_e: list[tuple[float, str]] = []  # max-heap of (-e, key), stale once its e changed
         self._last_r = -math.inf
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import policies
 from kvstore.errors import CapacityError, PinQuotaError, PolicyError
-from kvstore.eviction import Entry, EvictionManager
+from kvstore.eviction import Entry, EvictionManager, _ReadOnlyEntry
 from policies import Ds4DensityPolicy, LRUPolicy
 
 from .helpers import apply_op, least_scored
@@ -150,6 +150,11 @@ def test_policy_view_is_read_only():
     fill(m, chain(2))
     with pytest.raises(AttributeError, match="read-only"):
         seen["k2"].size = 0
+    entry = m.entry("k2")
+    assert {name: getattr(seen["k2"], name) for name in _ReadOnlyEntry.FIELDS} == {
+        name: getattr(entry, name) for name in _ReadOnlyEntry.FIELDS}
+    with pytest.raises(AttributeError, match="view of a checkpoint has no 'file_name'; it shows ancestors, anchor"):
+        seen["k2"].file_name
     assert m.nearest_stored_ancestor("k2") == "k1"
     assert m.children("k1") == {"k2"}
 

@@ -147,12 +147,12 @@ def test_policy_view_is_read_only():
             seen[key] = self.view.entry(key)
 
     m = EvictionManager(100, Peek(), block_tokens=4)
-    fill(m, chain(2))
+    entries = chain(2)
+    fill(m, entries)
     with pytest.raises(AttributeError, match="read-only"):
         seen["k2"].size = 0
-    entry = m.entry("k2")
     assert {name: getattr(seen["k2"], name) for name in _ReadOnlyEntry.FIELDS} == {
-        name: getattr(entry, name) for name in _ReadOnlyEntry.FIELDS}
+        name: getattr(entries[1], name) for name in _ReadOnlyEntry.FIELDS}
     with pytest.raises(AttributeError, match="view of a checkpoint has no 'file_name'; it shows ancestors, anchor"):
         seen["k2"].file_name
     assert m.nearest_stored_ancestor("k2") == "k1"

@@ -60,8 +60,7 @@ class _ReadOnlyEntry:
 def _field(name: str) -> property:
     """A read-only property of ``_ReadOnlyEntry`` that shows the entry's ``name``
     (a policy reads these on its hot path: a property costs a fraction of ``__getattr__``)."""
-    get = operator.attrgetter(name)
-    return property(lambda view: get(view._entry), doc=f"the checkpoint's {name}")
+    return property(operator.attrgetter(f"_entry.{name}"), doc=f"the checkpoint's {name}")
 
 
 for _name in _ReadOnlyEntry.FIELDS:

@@ -105,6 +105,7 @@ from .base import EntryView, Policy
 __all__ = ["PrefixChainPolicy", "KINDS"]
 
 KINDS = ("tail", "leaf", "interior", "branch")
+_KIND_BY_CHILDREN = ("leaf", "interior", "branch")  # by the most stored aligned children, up to 2
 
 
 class PrefixChainPolicy(Policy):
@@ -178,6 +179,9 @@ class PrefixChainPolicy(Policy):
         self._by_weight: dict[tuple[int, str, int], list] = {}  # heap of (weight, last use, key)
         self._by_age: dict[tuple[int, str, int], list] = {}  # heap of (last use, key)
         self._live: dict[tuple[int, str, int], int] = {}  # keys linked in each group
+        # each group's least entry that is not stale, or None once that entry went
+        # stale (looked up again by the next victim): the victim reads only these
+        self._least: dict[tuple[int, str, int], tuple | None] = {}
         self._groups_at: collections.Counter[int] = collections.Counter()  # groups in use per priority
         self._pending_rescore: dict[str, None] = {}  # an ordered set: runs repeat across processes
         self._idle = {k: [0] * self.BUCKETS for k in KINDS}  # eligible checkpoints per kind and age bucket
@@ -275,26 +279,30 @@ class PrefixChainPolicy(Policy):
         the checkpoint's history and its statistics stay comparable."""
         if self.view.entry(key).is_tail:
             return "tail"
-        children = max(self._extended.get(key, 0), self.view.aligned_children(key))
-        return "leaf" if children == 0 else "interior" if children == 1 else "branch"
+        return _KIND_BY_CHILDREN[min(2, max(self._extended.get(key, 0), self.view.aligned_children(key)))]
 
     def marginal_tokens(self, key: str) -> int:
         entry = self.view.entry(key)
+        return entry.tokens - self._below(key)
+
+    def _below(self, key: str) -> int:
+        """Tokens of ``key``'s nearest stored ancestor (0 if none, or when not ``marginal``)."""
         if not self.marginal:
-            return entry.tokens
+            return 0
         ancestor = self.view.nearest_stored_ancestor(key)
-        return entry.tokens - (self.view.entry(ancestor).tokens if ancestor is not None else 0)
+        return self.view.entry(ancestor).tokens if ancestor is not None else 0
 
     def saved(self, key: str) -> float:
         """Prefill work the checkpoint saves over its nearest stored ancestor:
         its marginal tokens, plus attention's growth with context when
         ``context_scale`` is set: ``(t - a) + (t² - a²) / (2 · context_scale)``."""
-        marginal = self.marginal_tokens(key)
+        return self._saved(self.view.entry(key).tokens, self._below(key))
+
+    def _saved(self, t: int, a: int) -> float:
+        """:meth:`saved` of a checkpoint of ``t`` tokens whose nearest stored ancestor has ``a``."""
         if self.context_scale <= 0:
-            return marginal
-        t = self.view.entry(key).tokens
-        a = t - marginal
-        return marginal + (t * t - a * a) / (2 * self.context_scale)
+            return t - a
+        return (t - a) + (t * t - a * a) / (2 * self.context_scale)
 
     def rank(self, key: str, now: float) -> float:
         """Prefill saved per byte per unit of time of keeping ``key``: the lowest is
@@ -331,9 +339,13 @@ class PrefixChainPolicy(Policy):
         self._stale(group[1])
         live = self._live[group] = self._live[group] - 1
         if not live:
-            del self._by_weight[group], self._by_age[group], self._live[group]
+            del self._by_weight[group], self._by_age[group], self._live[group], self._least[group]
             self._groups_at[group[0]] -= 1
-        elif len(self._by_weight[group]) > 2 * live + 64:
+            return
+        least = self._least[group]
+        if least is not None and least[2] == key:
+            self._least[group] = None
+        if len(self._by_weight[group]) > 2 * live + 64:
             self._compact(group)
 
     def _link(self, key: str, bucket: int | None = None) -> None:
@@ -348,11 +360,17 @@ class PrefixChainPolicy(Policy):
         self._group[key] = group
         last_use = self._last_use[key]
         by_weight = self._by_weight.get(group)
+        item = (self._weight[key], last_use, key)
         if by_weight is None:
             by_weight = self._by_weight[group] = []
             self._groups_at[group[0]] += 1
             self._by_age[group], self._live[group] = [], 0
-        heapq.heappush(by_weight, (self._weight[key], last_use, key))
+            self._least[group] = item
+        else:
+            least = self._least[group]
+            if least is not None and item < least:
+                self._least[group] = item
+        heapq.heappush(by_weight, item)
         heapq.heappush(self._by_age[group], (last_use, key))
         live = self._live[group] = self._live[group] + 1
         self._idle[kind][bucket] += 1
@@ -375,11 +393,17 @@ class PrefixChainPolicy(Policy):
         """Compute ``key``'s kind and weight again, and move it only if either changed
         (a checkpoint whose group lags behind its age is moved by ``_age`` before
         any victim is chosen). O(log n) when it moves."""
-        entry = self.view.entry(key)
-        kind = self.kind(key)
-        if not entry.is_tail:
-            self._extended[key] = max(self._extended.get(key, 0), self.view.aligned_children(key))
-        weight = self.saved(key) / max(1, entry.size)
+        entry = self.view.entry(key)  # (kind() and saved() inlined: this runs on every insert)
+        if entry.is_tail:
+            kind = "tail"
+        else:
+            children = self.view.aligned_children(key)
+            extended = self._extended.get(key, 0)
+            if children > extended:
+                extended = children
+            self._extended[key] = extended
+            kind = _KIND_BY_CHILDREN[min(2, extended)]
+        weight = self._saved(entry.tokens, self._below(key)) / max(1, entry.size)
         if kind == self._kind.get(key) and weight == self._weight.get(key):
             return
         eligible = key in self._group
@@ -405,6 +429,7 @@ class PrefixChainPolicy(Policy):
             return
         group_of, last_use_of, weight_of = self._group, self._last_use, self._weight
         by_weight_of, by_age_of, live_of, starts = self._by_weight, self._by_age, self._live, self._starts
+        least_of = self._least
         last_bucket, top, age_base = self.BUCKETS - 1, self._top, self.age_base
         heappush, heappop, inf, log2 = heapq.heappush, heapq.heappop, math.inf, math.log2
         # times scheduled meanwhile are pushed after the loop: on a seconds clock one can
@@ -433,7 +458,11 @@ class PrefixChainPolicy(Policy):
                         later.append((when, group))
                     break
                 heappop(heap)  # (this entry: stale once moved)
-                moved = True
+                if not moved:
+                    moved = True
+                    least = least_of[group]
+                if least is not None and least[2] == key:
+                    least = least_of[group] = None
                 b = int(log2(1 + (now - last_use) / age_base))  # (self.bucket, inlined: the age is > 0)
                 if b > last_bucket:
                     b = last_bucket
@@ -446,11 +475,17 @@ class PrefixChainPolicy(Policy):
                 if b > top[kind]:
                     top[kind] = b
                 by_weight = by_weight_of.get(target)
+                item = (weight_of[key], last_use, key)
                 if by_weight is None:
                     by_weight = by_weight_of[target] = []
                     self._groups_at[priority] += 1
                     by_age_of[target], live_of[target] = [], 0
-                heappush(by_weight, (weight_of[key], last_use, key))
+                    least_of[target] = item
+                else:
+                    target_least = least_of[target]
+                    if target_least is not None and item < target_least:
+                        least_of[target] = item
+                heappush(by_weight, item)
                 heappush(by_age_of[target], (last_use, key))
                 live = live_of[target] = live_of[target] + 1
                 if b < last_bucket:
@@ -462,7 +497,7 @@ class PrefixChainPolicy(Policy):
                     self._compact(target)
                 left = live_of[group] = live_of[group] - 1
                 if not left:
-                    del by_weight_of[group], by_age_of[group], live_of[group]
+                    del by_weight_of[group], by_age_of[group], live_of[group], least_of[group]
                     self._groups_at[priority] -= 1
                     break
                 if len(by_weight_of[group]) > 2 * left + 64:
@@ -540,20 +575,24 @@ class PrefixChainPolicy(Policy):
         self._age(self._now)
         lowest = min(p for p, groups in self._groups_at.items() if groups)
         group_of, weight_of, last_use_of, by_weight_of = self._group, self._weight, self._last_use, self._by_weight
-        heappop = heapq.heappop
+        least_of, heappop = self._least, heapq.heappop
         # the least (rank, last use, key), compared as that tuple would be
         best_rank, best_use, best_key = math.inf, math.inf, None
         tables: dict[str, list[float]] = {}
-        for group in self._live:
+        for group, least in self._least.items():
             priority, kind, b = group
             if priority != lowest:
                 continue
-            heap = by_weight_of[group]
-            while True:  # the least entry that is not stale (see _by_weight)
-                weight, last_use, key = heap[0]
-                if group_of.get(key) == group and weight_of[key] == weight and last_use_of[key] == last_use:
-                    break
-                heappop(heap)
+            if least is None:  # its least entry went stale: the least that is not (see _by_weight)
+                heap = by_weight_of[group]
+                while True:
+                    weight, last_use, key = heap[0]
+                    if group_of.get(key) == group and weight_of[key] == weight and last_use_of[key] == last_use:
+                        break
+                    heappop(heap)
+                least_of[group] = heap[0]
+            else:
+                weight, last_use, key = least
             table = tables.get(kind)
             if table is None:
                 table = tables[kind] = self._table(kind)
@@ -567,6 +606,7 @@ class PrefixChainPolicy(Policy):
         assert set(self._group) <= set(self._last_use)
         assert set(self._last_use) == set(self._kind) == set(self._weight) >= set(self._extended)
         assert +self._groups_at == collections.Counter(group[0] for group in self._live)
+        assert self._least.keys() == self._live.keys()
         count = 0
         for group, live in self._live.items():
             members = {key for key, g in self._group.items() if g == group}
@@ -574,6 +614,9 @@ class PrefixChainPolicy(Policy):
             fresh = {e[2] for e in self._by_weight[group]
                      if self._weight.get(e[2]) == e[0] and self._last_use.get(e[2]) == e[1]} & members
             assert fresh == members == {e[1] for e in self._by_age[group] if self._last_use.get(e[1]) == e[0]} & members
+            least = self._least[group]
+            assert least is None or least == min(e for e in self._by_weight[group] if e[2] in fresh
+                                                 and self._weight[e[2]] == e[0] and self._last_use[e[2]] == e[1])
             count += live
         assert count == len(self._group)
         for kind in KINDS:

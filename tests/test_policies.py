@@ -4,7 +4,7 @@ contract under any event sequence is checked by tests/test_conformance.py."""
 import math
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import policies
@@ -280,6 +280,48 @@ def test_marconi_trades_recency_against_flop_efficiency():
     put(m, entry("dense-old", 100, 10), 0)
     put(m, entry("sparse-new", 1, 10), 1)
     assert m.policy.victim(2) == "sparse-new"  # efficiency dominates
+
+
+def _chain_entry(i: int, priority: int) -> Entry:
+    """Checkpoint ``k{i}`` of a small tree (``k0``, ``k1`` roots; ``k{i}`` under
+    ``k{(i-2)//2}``), every fifth one a tail: leaves, interior checkpoints,
+    branches and tails, with marginal tokens that change as ancestors come and go."""
+    chain, j = [], i
+    while j >= 2:
+        j = (j - 2) // 2
+        chain.append(f"k{j}")
+    ancestors = tuple(reversed(chain))
+    tail = i % 5 == 4 and bool(ancestors)
+    tokens = 100 * (len(ancestors) + 1) + (37 if tail else 0)
+    return entry(f"k{i}", tokens, 4 * tokens + i % 3, parent=ancestors[-1] if ancestors else None,
+                 ancestors=ancestors, tail=tail, priority=priority)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.large_base_example])
+@given(st.randoms(use_true_random=False), st.sampled_from(["events", "seconds"]), st.booleans())
+def test_prefix_chain_victim_is_the_least_rank_of_a_full_scan(rnd, clock, learn_kinds):
+    """Long random walks of inserts, hits, removals, pins and evictions: the
+    victim is always the eligible checkpoint with the least (priority, rank,
+    last use, key) over every checkpoint (its groups, their cached least entries
+    and the aged buckets say no more than that); ``_check`` holds after every step."""
+    p = PrefixChainPolicy(clock=clock, learn_kinds=learn_kinds, memory=25)
+    m = EvictionManager(10**9, p, block_tokens=100, pin_quota_bytes=10**9)
+    now = 0.0
+    for _ in range(300):
+        op = rnd.choice(["insert", "insert", "hit", "hit", "remove", "pin", "unpin", "victim", "evict"])
+        i = rnd.randint(0, 15)
+        now += rnd.choice([0, 1, 1, 2, 7, 40, 300])
+        if op in ("victim", "evict"):
+            victim = p.victim(now)
+            eligible = [m.entry(k) for k in list(m) if m.is_eligible(k)]
+            expected = min(((e.priority, p.rank(e.key, p._now), p._last_use[e.key], e.key) for e in eligible),
+                           default=(None, None, None, None))[3]
+            assert victim == expected
+            if op == "evict" and victim is not None:
+                m.evict_some(1, now)
+        else:
+            apply_op(m, op, f"k{i}", now, lambda: _chain_entry(i, priority=int(i > 13)))
+        p._check()
 
 
 def test_prefix_chain_on_a_wall_clock_of_epoch_seconds_keeps_evicting():

@@ -292,6 +292,8 @@ class EvictionManager:
                 f"cannot free {nbytes} bytes: {self._pinned_bytes} bytes are pinned and "
                 f"{self._reserved} reserved of capacity_bytes={self.capacity_bytes}"
             )
+        if not protect:
+            return self._evict_for(nbytes, now)
         shielded = [k for k in protect if k in self._entries]
         for key in shielded:
             if self.is_eligible(key):
@@ -356,7 +358,10 @@ class EvictionManager:
         return key
 
     def _evict(self, key: str, evicted: list[Entry], now: float) -> None:
-        self._call("on_evict", key, now)
+        try:  # (what _call does, inlined at the hooks every write or eviction calls)
+            self.policy.on_evict(key, now)
+        except Exception as exc:
+            raise self._raised("on_evict", exc) from exc
         evicted.append(self.remove(key))
         self.evictions += 1
         self.evicted_bytes += evicted[-1].size
@@ -403,9 +408,16 @@ class EvictionManager:
             became_parent = False
         if entry.is_tail and entry.anchor is not None:
             self._tails.setdefault(entry.anchor, {})[entry.key] = entry.tokens
-        self._call("on_insert", entry.key, now)
+        policy = self.policy
+        try:
+            policy.on_insert(entry.key, now)
+        except Exception as exc:
+            raise self._raised("on_insert", exc) from exc
         if self.is_eligible(entry.key):  # in chained, children synced before it may exist
-            self._call("on_eligible", entry.key, True)
+            try:
+                policy.on_eligible(entry.key, True)
+            except Exception as exc:
+                raise self._raised("on_eligible", exc) from exc
         if became_parent and self.layout == "chained" and entry.parent in self._entries:
             if not self._entries[entry.parent].pinned:
                 self._call("on_eligible", entry.parent, False)
@@ -414,7 +426,10 @@ class EvictionManager:
         """Remove a stored entry (the caller deletes its payload)."""
         entry = self._entries[key]
         if self.is_eligible(key):
-            self._call("on_eligible", key, False)
+            try:
+                self.policy.on_eligible(key, False)
+            except Exception as exc:
+                raise self._raised("on_eligible", exc) from exc
         if entry.pinned:
             self._pinned_bytes -= entry.size
             self._pinned.discard(key)
@@ -447,7 +462,10 @@ class EvictionManager:
             keys = self._session_keys.get(session)
             if keys is not None:
                 keys.pop(key, None)
-        self._call("on_remove", key)
+        try:
+            self.policy.on_remove(key)
+        except Exception as exc:
+            raise self._raised("on_remove", exc) from exc
         return entry
 
     def record_hit(self, key: str, now: float, *, session: str | None = None) -> None:
@@ -457,7 +475,10 @@ class EvictionManager:
         """
         entries = self._entries
         entry = entries[key]
-        self._call("on_hit", key, now)
+        try:
+            self.policy.on_hit(key, now)
+        except Exception as exc:
+            raise self._raised("on_hit", exc) from exc
         try:
             on_prefix_hit = self.policy.on_prefix_hit
         except AttributeError as exc:
@@ -467,7 +488,7 @@ class EvictionManager:
                 try:  # (what _call does, inlined: a deep hit credits many ancestors)
                     on_prefix_hit(ancestor, now)
                 except Exception as exc:
-                    raise PolicyError(f"policy {self._policy_name()} raised in on_prefix_hit(): {exc!r}") from exc
+                    raise self._raised("on_prefix_hit", exc) from exc
                 if session is not None:
                     self.note_session(ancestor, session)
         if session is not None:
@@ -551,7 +572,11 @@ class EvictionManager:
         try:
             getattr(self.policy, hook)(*args)
         except Exception as exc:
-            raise PolicyError(f"policy {self._policy_name()} raised in {hook}(): {exc!r}") from exc
+            raise self._raised(hook, exc) from exc
+
+    def _raised(self, hook: str, exc: Exception) -> PolicyError:
+        """The error for a policy whose ``hook`` raised ``exc`` (or does not exist)."""
+        return PolicyError(f"policy {self._policy_name()} raised in {hook}(): {exc!r}")
 
     def _check(self) -> None:
         """Assert every internal invariant (for tests)."""

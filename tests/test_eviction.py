@@ -138,6 +138,30 @@ def test_broken_policies_get_a_clear_error_and_reserve_nothing(policy, words):
     assert all(e.key not in m for e in info.value.evicted)
 
 
+@pytest.mark.parametrize("hook", ["on_insert", "on_eligible", "on_hit", "on_prefix_hit", "on_evict", "on_remove"])
+def test_a_policy_raising_in_any_hook_gets_an_error_that_names_the_hook(hook):
+    """Inserts, hits and evictions call the policy's hooks directly: whichever
+    raises, the caller gets a PolicyError naming the policy and the hook."""
+    calls = {"n": 0}
+
+    class Breaks(LRUPolicy):
+        name = "breaks"
+
+    def broken(self, *args):
+        calls["n"] += 1
+        raise RuntimeError("boom")
+
+    setattr(Breaks, hook, broken)
+    m = EvictionManager(30, Breaks(), block_tokens=4)
+    with pytest.raises(PolicyError, match=rf"policy 'breaks' raised in {hook}\(\): RuntimeError\('boom'\)"):
+        entries = chain(3)
+        for e in entries:  # k3 under k2 under k1: a hit on k3 passes through both
+            m.insert(e, now=0, reserved=0)
+        m.record_hit(entries[-1].key, now=1)
+        m.evict_for(20, now=2)
+    assert calls["n"] == 1
+
+
 def test_policy_view_is_read_only():
     seen = {}
 

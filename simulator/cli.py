@@ -75,7 +75,7 @@ def _capacity(flag: str, text: str, working_set: int | None) -> int:
         raise ValueError(f"{flag} {text!r}: {exc}") from None
 
 
-def _check_output_path(flag: str, path: str, suffixes: tuple[str, ...]) -> None:
+def _check_writable(flag: str, path: str, suffixes: tuple[str, ...]) -> None:
     """Fail before any work when an output file could not be written."""
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
@@ -84,6 +84,11 @@ def _check_output_path(flag: str, path: str, suffixes: tuple[str, ...]) -> None:
         raise ValueError(f"{flag} {path}: folder {folder} is not writable")
     if os.path.splitext(path)[1].lower() not in suffixes:
         raise ValueError(f"{flag} {path}: use a file name ending in {' or '.join(suffixes)}")
+
+
+def _check_output_path(flag: str, path: str, suffixes: tuple[str, ...]) -> None:
+    """Fail before any work when a plot or report could not be written."""
+    _check_writable(flag, path, suffixes)
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -257,6 +262,20 @@ def _simulate_fleet(args) -> int:
     return 0
 
 
+def _results_log(args, config: ReplayConfig):
+    """The ``--results`` file of a sweep: the runs it already holds for this
+    trace and these settings are not replayed again."""
+    from dataclasses import asdict
+
+    from .results_log import ResultsLog, file_sha1
+
+    _check_writable("--results", args.results, (".jsonl",))
+    settings = {"profile": asdict(config.profile), "layout": args.layout, "block_tokens": args.block_tokens,
+                "write_tail": not args.no_tail, "session_hints": args.session_hints,
+                "index_bytes": args.index_bytes}
+    return ResultsLog(args.results, trace_sha1=file_sha1(args.trace), settings=settings)
+
+
 def cmd_sweep(args) -> int:
     policies = parse_policies(args.policies)
     capacities = [c.strip() for c in args.capacities.split(",") if c.strip()]
@@ -268,17 +287,35 @@ def cmd_sweep(args) -> int:
         _check_output_path("--report", args.report, (".html", ".htm"))
     for capacity in capacities:  # every flag checked before any work
         _capacity("--capacities", capacity, 1 if capacity.endswith("%") else None)
-    _replay_config(args)  # an unknown profile: one line, before any work
-    keys = _keys(args)  # hashed once; every run maps the same arrays
-    working_set = keys.working_set_bytes(_replay_config(args).entry_bytes) \
-        if any(c.endswith("%") for c in capacities) else None
-    with tempfile.TemporaryDirectory(prefix="kvsim-keys-") as keys_dir:
-        keys.save(keys_dir)
-        del keys
-        specs = [_spec(args, p, c, working_set, keys_dir) for c in capacities for p in policies]
-        progress, task = _progress_runner(len(specs), "sweeping")
-        with progress:
-            results = sweep(specs, jobs=args.jobs, on_done=lambda _: progress.advance(task))
+    config = _replay_config(args)  # an unknown profile: one line, before any work
+    cells = [(p, c) for c in capacities for p in policies]
+    log, finished = None, {}
+    if args.results:
+        log = _results_log(args, config)
+        finished = {cell: result for cell, result in log.finished().items() if cell in set(cells)}
+        print(log.describe(len(finished), len(cells)), file=sys.stderr)
+    working_set = None
+    todo = [cell for cell in cells if cell not in finished]
+    if todo:
+        keys = _keys(args)  # hashed once; every run maps the same arrays
+        working_set = keys.working_set_bytes(config.entry_bytes) if any(c.endswith("%") for c in capacities) \
+            else None
+        with tempfile.TemporaryDirectory(prefix="kvsim-keys-") as keys_dir:
+            keys.save(keys_dir)
+            del keys
+            specs = [_spec(args, p, c, working_set, keys_dir) for p, c in todo]
+            progress, task = _progress_runner(len(specs), "sweeping")
+
+            def done(result: dict) -> None:
+                if log is not None:
+                    log.append(result, working_set)
+                progress.advance(task)
+
+            with progress:
+                finished.update(zip(todo, sweep(specs, jobs=args.jobs, on_done=done)))
+    elif any(c.endswith("%") for c in capacities):  # every run was on file: its working set too
+        working_set = log.working_set_bytes
+    results = [finished[cell] for cell in cells]
     if args.json:
         print(json.dumps([_public(r) for r in results], indent=2))
     else:
@@ -466,6 +503,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", metavar="FILE.html",
                    help="write one self-contained HTML report (plot embedded, matrix, verdict, every metric, "
                         "the policies, the trace's provenance, the profile, this command line)")
+    p.add_argument("--results", metavar="FILE.jsonl",
+                   help="append each run to FILE as it finishes (synced to disk) and skip the runs FILE "
+                        "already holds for this trace and these settings: a long sweep that crashed or was "
+                        "stopped goes on where it stopped when run again with the same command")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("generate", help="write a synthetic trace",

@@ -112,6 +112,90 @@ def test_sweep_hashes_the_trace_once_for_every_policy_and_capacity(tmp_path, mon
     assert len({r["loaded_tokens"] for r in results}) > 1  # the runs did replay
 
 
+def test_sweep_results_file_resumes_and_replays_only_the_runs_it_lacks(tmp_path, monkeypatch, capsys):
+    hashed, reads, requests, trace = _count_hashing(tmp_path, monkeypatch)
+    runs = tmp_path / "runs.jsonl"
+    base = ["sweep", trace, "--capacities", "5%,50%", "--jobs", "1", "--json"]
+    assert main([*base, "--policies", "lru,fifo", "--results", str(runs)]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert len(runs.read_text().splitlines()) == 4  # one line per run, written as it finished
+    assert main([*base, "--policies", "lru,fifo,prefix-chain", "--results", str(runs)]) == 0
+    out = capsys.readouterr()
+    assert "runs.jsonl: 4 of 6 runs already finished" in out.err
+    resumed = json.loads(out.out)
+    assert len(runs.read_text().splitlines()) == 6  # only the two new runs were added
+    assert main([*base, "--policies", "lru,fifo,prefix-chain"]) == 0
+    fresh = json.loads(capsys.readouterr().out)
+    assert resumed == fresh and [r for r in fresh if r["policy"] != "prefix-chain"] == first
+    hashed.clear()
+    assert main([*base, "--policies", "lru,fifo,prefix-chain", "--results", str(runs)]) == 0
+    out = capsys.readouterr()
+    assert "6 of 6 runs already finished" in out.err and not hashed  # nothing replayed, nothing hashed
+    assert json.loads(out.out) == fresh and len(runs.read_text().splitlines()) == 6
+
+
+def test_sweep_results_of_another_trace_or_profile_are_kept_but_not_reused(small_trace, tmp_path, capsys):
+    runs = tmp_path / "runs.jsonl"
+    other = str(tmp_path / "other.jsonl")
+    assert main(["generate", "openclaw", "-o", other, "--sessions", "3", "--seed", "99"]) == 0
+    base = ["--capacities", "10%", "--policies", "lru,fifo", "--json", "--results", str(runs)]
+    assert main(["sweep", small_trace, *base]) == 0
+    capsys.readouterr()
+    assert main(["sweep", other, *base]) == 0
+    assert "0 of 2 runs already finished; 2 lines of other traces or settings kept" in capsys.readouterr().err
+    assert main(["sweep", small_trace, *base, "--profile", "qwen7b-laptop"]) == 0
+    assert "0 of 2 runs already finished; 4 lines of other traces" in capsys.readouterr().err
+    assert main(["sweep", small_trace, *base]) == 0
+    assert "2 of 2 runs already finished; 4 lines of other traces" in capsys.readouterr().err
+    assert len(runs.read_text().splitlines()) == 6
+
+
+def test_sweep_results_file_errors_name_the_flag_and_the_line(small_trace, tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n")
+    for path, words in ((str(bad), f"{bad}:1: not a line of a kvsim results file"),
+                        (str(tmp_path / "runs.json"), "--results"),
+                        (str(tmp_path / "nope" / "runs.jsonl"), "does not exist")):
+        assert main(["sweep", small_trace, "--results", path]) == 2
+        err = capsys.readouterr().err
+        assert words in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_sweep_killed_midway_goes_on_where_it_stopped(tmp_path):
+    """A real sweep, killed (SIGKILL) once some runs are on file: the same
+    command finishes the rest, a line cut short by the kill is dropped, and
+    the results equal those of a sweep never interrupted."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    trace = os.path.join(os.path.dirname(__file__), "..", "traces", "openclaw-strip-history.jsonl")
+    runs = tmp_path / "runs.jsonl"
+    command = [sys.executable, "-m", "simulator.cli", "sweep", trace, "--capacities", "5%,50%", "--jobs", "1",
+               "--policies", "lru,fifo,lfu,gdsf,hicache,prefix-chain,marconi,ds4-density", "--json"]
+    sweep = subprocess.Popen([*command, "--results", str(runs)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while (not runs.exists() or len(runs.read_bytes().splitlines()) < 3) and time.monotonic() < deadline:
+        assert sweep.poll() is None, "the sweep ended before it could be killed"
+        time.sleep(0.02)
+    sweep.send_signal(signal.SIGKILL)
+    sweep.wait()
+    with open(runs, "ab") as fh:  # as if the kill came in the middle of a line
+        fh.write(b'{"result": {"policy": "lru", "capa')
+    on_file = len(runs.read_bytes().splitlines()) - 1
+    assert 3 <= on_file < 16
+    resumed = subprocess.run([*command, "--results", str(runs)], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{on_file} of 16 runs already finished; a last line cut short by a crash dropped" in resumed.stderr
+    clean = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert json.loads(resumed.stdout) == json.loads(clean.stdout)
+    lines = [json.loads(line) for line in runs.read_text().splitlines()]
+    assert len(lines) == 16 and len({(x["result"]["policy"], x["result"]["capacity"]) for x in lines}) == 16
+
+
 def _count_hashing(tmp_path, monkeypatch):
     """Count prompts hashed and traces read by the command line."""
     import simulator.cli

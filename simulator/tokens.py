@@ -15,11 +15,28 @@ hash of ``c``; the span ``[c, n]`` is its first ``n`` tokens. Arrays are cached
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections import OrderedDict
 
 import numpy as np
 
 __all__ = ["TokenMaterializer"]
+
+
+def _draw(seed: int, size: int) -> np.ndarray:
+    """``size`` tokens of PCG64(``seed``): exactly what
+    ``Generator(PCG64(seed)).integers(0, 2**32, size, dtype=uint32)`` returns
+    (its 32-bit draws are the halves of the 64-bit outputs, low half first),
+    read from the raw outputs without the Generator's per-call overhead.
+
+    >>> seed = 12345
+    >>> bool((_draw(seed, 5) == np.random.Generator(np.random.PCG64(seed)).integers(
+    ...     0, 2**32, size=5, dtype=np.uint32)).all())
+    True
+    """
+    if sys.byteorder != "little":  # (the halves' order in memory would differ)
+        return np.random.Generator(np.random.PCG64(seed)).integers(0, 2**32, size=size, dtype=np.uint32)
+    return np.random.PCG64(seed).random_raw((size + 1) // 2).view(np.uint32)[:size]
 
 
 class TokenMaterializer:
@@ -37,7 +54,7 @@ class TokenMaterializer:
             return arr[:n_tokens]
         seed = int.from_bytes(hashlib.blake2b(content_id.encode(), digest_size=8).digest(), "little")
         size = max(n_tokens, 0 if arr is None else len(arr))
-        arr = np.random.Generator(np.random.PCG64(seed)).integers(0, 2**32, size=size, dtype=np.uint32)
+        arr = _draw(seed, size)
         if content_id in self._cache:
             self._cached -= len(self._cache.pop(content_id))
         self._cache[content_id] = arr

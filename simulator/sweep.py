@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -137,7 +138,9 @@ def sweep(specs: Sequence[RunSpec], *, jobs: int = 1, on_done: Callable[[dict], 
             if on_done:
                 on_done(results[i])
     else:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
+        # fresh interpreters: a forked worker would start with the parent's heap (the
+        # trace's hashing tables) and count it as its own resident memory
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = {pool.submit(run, specs[i]): i for i in _longest_first(specs)}
             for future in as_completed(futures):
                 results[futures[future]] = future.result()

@@ -14,16 +14,16 @@ its keys computed once:
 
 Part 2: ``kvsim sweep`` of a generated OpenClaw trace of about N requests
 (default 100,000) over every online policy at 5%,10%,25%,50% with ``--jobs``,
-run as a user runs it: wall time, the time to hash the trace's keys, peak
-memory of the command and of one worker, and the time projected linearly to
-1,000,000 requests.
+run as a user runs it: wall time, the time to hash the trace's keys, the peak
+memory of the sweep's largest process (each command runs under a wrapper of
+its own, so the trace's generation is measured apart), and the time projected
+linearly to 1,000,000 requests.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -85,14 +85,34 @@ def part_rates(trace: str, share: float) -> None:
           f"ratio to kvsim lru {ours['lru'] / ours['prefix-chain']:.2f}  (goal >= 0.50)")
 
 
+_MEASURE = """
+import resource, subprocess, sys
+done = subprocess.run(sys.argv[2:], stdout=subprocess.PIPE)
+sys.stdout.buffer.write(done.stdout)
+with open(sys.argv[1], "w") as fh:
+    fh.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+sys.exit(done.returncode)
+"""
+
+
+def run_measured(command: list[str], **kwargs) -> tuple[subprocess.CompletedProcess, float]:
+    """Run ``command`` under a wrapper process of its own; return it and the peak
+    resident memory, in MiB, of the largest of its processes (the command, and
+    the workers it waited for)."""
+    with tempfile.NamedTemporaryFile("r") as peak:
+        done = subprocess.run([sys.executable, "-c", _MEASURE, peak.name, *command], check=True,
+                              stdout=subprocess.PIPE, **kwargs)
+        return done, int(peak.read()) / 1024
+
+
 def part_sweep(requests: int, jobs: int) -> None:
     kvsim = [sys.executable, "-m", "simulator.cli"]
     sessions = max(1, requests // 28)  # about 28 requests per generated session
     with tempfile.TemporaryDirectory() as tmp:
         trace = os.path.join(tmp, "openclaw.jsonl")
         started = time.perf_counter()
-        subprocess.run([*kvsim, "generate", "openclaw", "-o", trace, "--sessions", str(sessions), "--seed", "11",
-                        "--session-gap", "30"], check=True, cwd=os.path.dirname(HERE))
+        _, generator_peak = run_measured([*kvsim, "generate", "openclaw", "-o", trace, "--sessions", str(sessions),
+                                          "--seed", "11", "--session-gap", "30"], cwd=os.path.dirname(HERE))
         generated = time.perf_counter() - started
         count = sum(1 for _ in open(trace)) - 1
         started = time.perf_counter()
@@ -100,17 +120,15 @@ def part_sweep(requests: int, jobs: int) -> None:
         hashing = time.perf_counter() - started
         policies = ",".join(online())
         started = time.perf_counter()
-        done = subprocess.run([*kvsim, "sweep", trace, "--capacities", "5%,10%,25%,50%", "--policies", policies,
-                               "--jobs", str(jobs), "--json"], check=True, cwd=os.path.dirname(HERE),
-                              stdout=subprocess.PIPE)
+        done, sweep_peak = run_measured([*kvsim, "sweep", trace, "--capacities", "5%,10%,25%,50%", "--policies",
+                                         policies, "--jobs", str(jobs), "--json"], cwd=os.path.dirname(HERE))
         wall = time.perf_counter() - started
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"sweep of a generated OpenClaw trace: {count:,} requests (generated in {generated:.0f} s), "
           f"{len(online())} online policies x 4 capacities, --jobs {jobs}")
     print(f"  wall time {wall / 60:.1f} min (of which hashing the keys once: {hashing:.0f} s); "
           f"projected for 1,000,000 requests: {wall * 1_000_000 / count / 60:.0f} min (goal < 30)")
-    print(f"  peak resident memory of the largest process: {children:,.0f} MiB; results "
-          f"{len(done.stdout):,} bytes of JSON")
+    print(f"  peak resident memory: {sweep_peak:,.0f} MiB in the largest process of the sweep (it and its "
+          f"workers); {generator_peak:,.0f} MiB generating the trace; results {len(done.stdout):,} bytes of JSON")
 
 
 def main() -> None:

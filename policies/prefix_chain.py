@@ -227,10 +227,7 @@ class PrefixChainPolicy(Policy):
     def density(self, kind: str, age: float) -> float:
         """Learned uses per unit of time of keeping a checkpoint of ``kind`` idle for ``age``
         (events, or seconds with ``clock="seconds"``)."""
-        return self._bucket_density(kind, self.bucket(age))
-
-    def _bucket_density(self, kind: str, bucket: int) -> float:
-        return self._table(kind)[bucket]
+        return self._table(kind)[self.bucket(age)]
 
     def _table(self, kind: str) -> list[float]:
         """The density of each age bucket of ``kind``, computed again only when its

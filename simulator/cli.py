@@ -289,17 +289,18 @@ def cmd_sweep(args) -> int:
         _capacity("--capacities", capacity, 1 if capacity.endswith("%") else None)
     config = _replay_config(args)  # an unknown profile: one line, before any work
     cells = [(p, c) for c in capacities for p in policies]
+    shares = any(c.endswith("%") for c in capacities)  # some capacity is a share of the working set
     log, finished = None, {}
     if args.results:
         log = _results_log(args, config)
-        finished = {cell: result for cell, result in log.finished().items() if cell in set(cells)}
+        wanted = set(cells)
+        finished = {cell: result for cell, result in log.finished().items() if cell in wanted}
         print(log.describe(len(finished), len(cells)), file=sys.stderr)
     working_set = None
     todo = [cell for cell in cells if cell not in finished]
     if todo:
         keys = _keys(args)  # hashed once; every run maps the same arrays
-        working_set = keys.working_set_bytes(config.entry_bytes) if any(c.endswith("%") for c in capacities) \
-            else None
+        working_set = keys.working_set_bytes(config.entry_bytes) if shares else None
         with tempfile.TemporaryDirectory(prefix="kvsim-keys-") as keys_dir:
             keys.save(keys_dir)
             del keys
@@ -313,7 +314,7 @@ def cmd_sweep(args) -> int:
 
             with progress:
                 finished.update(zip(todo, sweep(specs, jobs=args.jobs, on_done=done)))
-    elif any(c.endswith("%") for c in capacities):  # every run was on file: its working set too
+    elif shares:  # every run was on file: its working set too
         working_set = log.working_set_bytes
     results = [finished[cell] for cell in cells]
     if args.json:

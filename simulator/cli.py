@@ -25,6 +25,7 @@ from collections.abc import Sequence
 
 from policies.registry import BUILTIN, available, is_offline
 
+from .collector import rarer_collections
 from .costmodel import PROFILES, get_profile, load_profiles
 from .keyed import KeyedTrace
 from .replay import ReplayConfig, working_set_bytes
@@ -131,7 +132,7 @@ def _keys(args) -> KeyedTrace:
     the file (memory: the compact keys, not the requests); progress on stderr."""
     config = _replay_config(args)
     progress, task = _progress_runner(_count_requests(args.trace), "hashing prompts")
-    with progress:
+    with progress, rarer_collections():
         keys = KeyedTrace.build(read_trace(args.trace), block_tokens=config.block_tokens,
                                 namespace=config.namespace, write_tail=config.write_tail, source=args.trace,
                                 progress=lambda n: progress.update(task, completed=n))

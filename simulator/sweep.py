@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from kvstore.units import parse_size
 from policies.registry import available, is_offline, offline, online
 
+from .collector import rarer_collections
 from .costmodel import Profile, get_profile, load_profiles
 from .keyed import KeyedTrace
 from .oracle import FutureOracle
@@ -106,8 +107,9 @@ def run(spec: RunSpec, *, on_request=None, progress=None, backend=None, requests
     elif requests is None:  # stream: memory stays bounded however long the trace
         requests = read_trace(spec.trace)
     extra = {} if backend is None else {"backend": backend}
-    metrics = replay(requests, config, on_request=on_request, progress=progress, next_use=oracle,
-                     keys=keys, **extra)
+    with rarer_collections():  # (millions of short-lived containers, nearly no cycles)
+        metrics = replay(requests, config, on_request=on_request, progress=progress, next_use=oracle,
+                         keys=keys, **extra)
     return {"policy": spec.policy, "capacity_bytes": spec.capacity_bytes, "capacity": spec.capacity_label,
             "profile": spec.profile, **metrics.as_dict(),
             **({"index_room_evictions": metrics.index_room_evictions} if metrics.index_room_evictions else {})}

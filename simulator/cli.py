@@ -349,13 +349,13 @@ def cmd_sweep(args) -> int:
 def cmd_generate(args) -> int:
     command = "kvsim " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("kvsim") else None
     if args.workload == "openclaw":
-        from .generators.openclaw import OpenClawConfig, generate
+        from .generators.openclaw import OpenClawConfig, iter_generate
 
         cfg = OpenClawConfig(sessions=args.sessions, turns=(args.min_turns, args.max_turns), client=args.client,
                              tool_calls=(0, args.max_tool_calls), retrieval_rate=args.retrieval_rate,
                              splice_rate=args.splice_rate, compact_at=args.compact_at,
                              session_gap_s=args.session_gap, think_time_s=args.think_time, seed=args.seed)
-        requests = generate(cfg)
+        requests = iter_generate(cfg)  # streamed: memory holds the running sessions, not the trace
     elif args.workload == "conversation":
         from .generators.conversation import ConversationConfig, generate_mooncake_lines
 
@@ -374,11 +374,18 @@ def cmd_generate(args) -> int:
         requests = generate_ds4(Ds4Config(stale_sessions=args.stale_sessions, turns=args.turns, seed=args.seed))
     scale = getattr(args, "scale", 1.0)
     if scale != 1.0:
-        requests = list(scaled(requests, scale))
+        requests = scaled(requests, scale)
     provenance = {"generator": args.workload, "seed": args.seed, **({"scale": scale} if scale != 1.0 else {})}
     if command:
         provenance["command"] = command
-    count = write_trace(args.output, requests, **provenance)
+    partial = f"{args.output}.partial"  # the output appears only once the whole trace is written
+    try:
+        count = write_trace(partial, requests, **provenance)
+        os.replace(partial, args.output)
+    except BaseException:
+        if os.path.exists(partial):
+            os.unlink(partial)
+        raise
     print(f"wrote {count} requests to {args.output}", file=sys.stderr)
     return 0
 

@@ -26,12 +26,14 @@ Shaped by the field reports:
 
 from __future__ import annotations
 
+import heapq
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ..trace import Request
 
-__all__ = ["OpenClawConfig", "generate", "CLIENTS"]
+__all__ = ["OpenClawConfig", "generate", "iter_generate", "CLIENTS"]
 
 CLIENTS = ("strip-history", "tail-carrier", "append-only")
 
@@ -118,15 +120,48 @@ def _session(cfg: OpenClawConfig, index: int, start: float, system: tuple, rng: 
 
 
 def generate(cfg: OpenClawConfig) -> list[Request]:
-    """All requests of ``cfg.sessions`` interleaved sessions, sorted by arrival."""
+    """All requests of ``cfg.sessions`` interleaved sessions, sorted by arrival
+    (the list of :func:`iter_generate`)."""
+    return list(iter_generate(cfg))
+
+
+def iter_generate(cfg: OpenClawConfig) -> Iterator[Request]:
+    """The requests of :func:`generate`, in the same order, one at a time: memory
+    holds the sessions still running, not the trace.
+
+    The order is that of a stable sort of every session's requests by arrival
+    time: ties go to the session started first, then to the earlier request
+    of a session. Sessions are generated in the order they start and merged
+    on a heap; a session is opened once no request still to come can arrive
+    before it. Runtime complexity: O(log open sessions) per request.
+
+    >>> cfg = OpenClawConfig(sessions=3, seed=1)
+    >>> lazily = iter_generate(cfg)
+    >>> next(lazily) == generate(cfg)[0]
+    True
+    """
     rng = random.Random(cfg.seed)
     sys_tokens = rng.randint(*cfg.system_tokens)
     splice_at = rng.randint(200, 800)  # the persona header before the retrieval slot
     system = (("system/head", splice_at), ("system/tools", sys_tokens - splice_at))
-    requests: list[Request] = []
-    start = 0.0
-    for index in range(cfg.sessions):
-        requests.extend(_session(cfg, index, start, system, random.Random(rng.getrandbits(64))))
-        start += rng.expovariate(1.0 / cfg.session_gap_s)
-    requests.sort(key=lambda r: r.t)
-    return requests
+    running: list[tuple[float, int, int, list[Request]]] = []  # (next arrival, session, position, its requests)
+    start, opened = 0.0, 0
+    while running or opened < cfg.sessions:
+        # open every session that starts by the earliest pending arrival. One that
+        # starts later arrives no earlier: arrivals are rounded to 1 ms, the pending
+        # one too, and a tie goes to the session opened first
+        while opened < cfg.sessions and (not running or start <= running[0][0]):
+            session = _session(cfg, opened, start, system, random.Random(rng.getrandbits(64)))
+            if session:
+                heapq.heappush(running, (session[0].t, opened, 0, session))
+            opened += 1
+            start += rng.expovariate(1.0 / cfg.session_gap_s)
+        if not running:
+            continue
+        _, index, position, session = running[0]
+        yield session[position]
+        if position + 1 < len(session):
+            heapq.heapreplace(running, (session[position + 1].t, index, position + 1, session))
+        else:
+            heapq.heappop(running)
+

@@ -44,6 +44,7 @@ victim at 200,000 requests, 125 at 400,000).
 
 from __future__ import annotations
 
+import bisect
 import math
 
 from sortedcontainers import SortedList
@@ -78,13 +79,14 @@ class Ds4DensityPolicy(Policy):
         # hit ones by density band, each band by (x, key), x = ln(hits) + t * rate
         self._unhit: dict[int, SortedList] = {}
         self._bands: dict[int, dict[int, SortedList]] = {}
-        self._band_order: dict[int, SortedList] = {}  # the bands in use, by priority
+        self._band_order: dict[int, list[int]] = {}  # the bands in use, by priority, in order
+        self._band_least: dict[int, dict[int, float]] = {}  # priority -> band -> its least x
         # each band split into _FINE narrower ones, each of those by exact density:
         # (priority, density) -> (x, key) in order, and (priority, fine band) -> the
         # densities in it as (least x, density) in order
         self._exact: dict[tuple[int, float], SortedList] = {}
         self._fine: dict[tuple[int, int], SortedList] = {}
-        self._fine_order: dict[tuple[int, int], SortedList] = {}  # (priority, band) -> fine bands in use
+        self._fine_order: dict[tuple[int, int], list[int]] = {}  # (priority, band) -> fine bands in use, in order
         self._floors: dict[int, float] = {}  # fine band -> _band_floor(fine band), as met
         self._filed: dict[str, tuple] = {}  # eligible key -> the item it was filed under
         self._latest_hit = -math.inf  # the latest hit time seen (keeps the bound a bound if time runs back)
@@ -115,12 +117,15 @@ class Ds4DensityPolicy(Policy):
             members = bands.get(band)
             if members is None:
                 members = bands[band] = SortedList()
-                self._band_order.setdefault(priority, SortedList()).add(band)
+                bisect.insort(self._band_order.setdefault(priority, []), band)
+                self._band_least.setdefault(priority, {})[band] = item[0]
+            elif item[0] < self._band_least[priority][band]:
+                self._band_least[priority][band] = item[0]
             members.add(item)
             groups = self._fine.get((priority, fine))
             if groups is None:
                 groups = self._fine[priority, fine] = SortedList()
-                self._fine_order.setdefault((priority, band), SortedList()).add(fine)
+                bisect.insort(self._fine_order.setdefault((priority, band), []), fine)
             members = self._exact.get((priority, density))
             if members is None:
                 members = self._exact[priority, density] = SortedList()
@@ -145,6 +150,11 @@ class Ds4DensityPolicy(Policy):
             fine = _fine_band(self._density[key])
             bands, band = self._bands[priority], fine // _FINE
             _drop(bands, band, item)
+            least = self._band_least[priority]
+            if band not in bands:
+                del least[band]
+            elif item[0] == least[band]:  # (it may have been the least)
+                least[band] = bands[band][0][0]
             density = self._density[key]
             members = self._exact[priority, density]
             if members[0] == item:  # the density's least x changes
@@ -157,9 +167,10 @@ class Ds4DensityPolicy(Policy):
                 del self._fine[priority, fine]
                 _drop(self._fine_order, (priority, band), fine)
             if band not in bands:  # the band emptied
-                _drop(self._band_order, priority, band)
+                order = self._band_order[priority]
+                del order[bisect.bisect_left(order, band)]
                 if not bands:
-                    del self._bands[priority]
+                    del self._bands[priority], self._band_order[priority], self._band_least[priority]
 
     # --------------------------------------------------------------- events
     def on_insert(self, key: str, now: float) -> None:
@@ -218,6 +229,7 @@ class Ds4DensityPolicy(Policy):
             origin = max(now, self._latest_hit) * self._rate
             slack = _slack(origin)
             exp, score, last_use_of, fine_of, exact_of = math.exp, self.score, self._last_use, self._fine, self._exact
+            band_least = self._band_least[lowest]
             floors = self._floors
             for band in self._band_order[lowest]:
                 floor = floors.get(band * _FINE)
@@ -225,7 +237,7 @@ class Ds4DensityPolicy(Policy):
                     floor = floors[band * _FINE] = _band_floor(band * _FINE)
                 if best is not None and floor > best[0]:
                     break  # every later band is denser: none scores below the best
-                if best is not None and floor * (1.0 + exp(bands[band][0][0] - origin) * slack) > best[0]:
+                if best is not None and floor * (1.0 + exp(band_least[band] - origin) * slack) > best[0]:
                     continue  # its least hit one scores higher: so do all the others
                 for fine in self._fine_order[lowest, band]:
                     floor = floors.get(fine)
@@ -264,10 +276,12 @@ class Ds4DensityPolicy(Policy):
             len(members) for bands in self._bands.values() for members in bands.values())
         assert filed == len(self._filed), filed
         assert {p: sorted(b) for p, b in self._bands.items()} == {p: list(o) for p, o in self._band_order.items()}
+        assert {p: {b: m[0][0] for b, m in bands.items()} for p, bands in self._bands.items()} == self._band_least
         assert sum(map(len, self._exact.values())) == sum(len(m) for b in self._bands.values() for m in b.values())
         assert sum(map(len, self._fine.values())) == len(self._exact)
         assert sorted(self._fine) == sorted((p, f) for (p, _), o in self._fine_order.items() for f in o)
         assert all(f // _FINE == b for (_, b), o in self._fine_order.items() for f in o)
+        assert all(o == sorted(o) for o in self._fine_order.values())
         assert set(self._density) == set(self._last_use)
 
 
@@ -297,8 +311,9 @@ def _band_floor(fine: int) -> float:
     return 0.0 if fine <= _NO_DENSITY else math.exp(fine * _LOG_GROWTH) * (1.0 - 1e-6)
 
 
-def _drop(table: dict[int, SortedList], at: int, item: object) -> None:
-    """Remove ``item`` from the list ``table[at]`` (and the list once empty). O(log n)."""
+def _drop(table: dict, at: object, item: object) -> None:
+    """Remove ``item`` from the list ``table[at]`` (and the list once empty).
+    O(log n) for a SortedList, O(n) for a plain list (the few fine bands of a band)."""
     items = table[at]
     items.remove(item)
     if not items:

@@ -76,14 +76,15 @@ def _capacity(flag: str, text: str, working_set: int | None) -> int:
         raise ValueError(f"{flag} {text!r}: {exc}") from None
 
 
-def _check_writable(flag: str, path: str, suffixes: tuple[str, ...]) -> None:
-    """Fail before any work when an output file could not be written."""
+def _check_writable(flag: str, path: str, suffixes: tuple[str, ...] | None = None) -> None:
+    """Fail before any work when an output file could not be written (or, given
+    ``suffixes``, has another suffix)."""
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise ValueError(f"{flag} {path}: folder {folder} does not exist")
     if not os.access(folder, os.W_OK):
         raise ValueError(f"{flag} {path}: folder {folder} is not writable")
-    if os.path.splitext(path)[1].lower() not in suffixes:
+    if suffixes is not None and os.path.splitext(path)[1].lower() not in suffixes:
         raise ValueError(f"{flag} {path}: use a file name ending in {' or '.join(suffixes)}")
 
 
@@ -347,6 +348,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_generate(args) -> int:
+    _check_writable("-o", args.output)
     command = "kvsim " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("kvsim") else None
     if args.workload == "openclaw":
         from .generators.openclaw import OpenClawConfig, iter_generate
@@ -393,6 +395,7 @@ def cmd_generate(args) -> int:
 def cmd_import(args) -> int:
     from .interop import import_mooncake
 
+    _check_writable("-o", args.output)
     partial = f"{args.output}.partial"  # the output appears only once the whole file converted
     try:
         with open(args.file, encoding="utf-8") as fh:

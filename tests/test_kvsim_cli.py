@@ -286,6 +286,19 @@ def test_a_failed_import_leaves_no_output_file(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == [source]
 
 
+@pytest.mark.parametrize("command", [["generate", "openclaw", "--sessions", "2"],
+                                     ["import", "mooncake", "IN"]])
+def test_an_output_in_a_missing_folder_is_a_one_line_error_before_any_work(tmp_path, capsys, command):
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"timestamp": 0, "input_length": 600, "output_length": 5, "hash_ids": [0, 1]}\n')
+    missing = tmp_path / "nowhere" / "out.jsonl"
+    args = [str(source) if part == "IN" else part for part in command]
+    assert main([*args, "-o", str(missing)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"kvsim: error: -o {missing}: folder {missing.parent} does not exist"
+    assert list(tmp_path.iterdir()) == [source]
+
+
 def test_sweep_report_is_one_well_formed_html_file_with_the_plot_inside(small_trace, tmp_path, capsys):
     import base64
     import re

@@ -6,8 +6,10 @@ tuples) and frees nearly all of them by reference counting: over a whole
 CPython's default thresholds it runs thousands of times, and each full
 collection walks every live object of the replay's tables, a cost that grows
 with the store. Raising the first threshold for the duration of the pass
-leaves memory as it was (reference counting still frees everything at once)
-and changes no decision: it only changes when the collector looks.
+changes no decision: it only changes when the collector looks. What it put
+off is collected once on the way out: a replay's store, policy and the view
+between them refer to each other, and only the collector frees them (without
+that, a sweep worker kept one replay's tables while it ran the next one).
 
 Measured with ``bench/bench_gc.py``; decisions are the same by construction.
 
@@ -32,10 +34,11 @@ __all__ = ["rarer_collections"]
 @contextmanager
 def rarer_collections(first: int = 50_000) -> Iterator[None]:
     """Run the body with the collector's first threshold at ``first`` allocations
-    (older generations at least 20 and 100 of the younger's collections); the
-    thresholds in force before are restored on exit, even on an error. The
-    thresholds are the process's own: nested or concurrent uses restore in
-    the order they exit.
+    (older generations at least 20 and 100 of the younger's collections); on
+    exit, even on an error, one full collection frees the garbage in cycles the
+    body left, and the thresholds in force before are restored. The thresholds
+    are the process's own: nested or concurrent uses restore in the order they
+    exit.
 
     :param first: container allocations (net of frees) between young collections.
     """
@@ -47,3 +50,4 @@ def rarer_collections(first: int = 50_000) -> Iterator[None]:
         yield
     finally:
         gc.set_threshold(*before)
+        gc.collect()

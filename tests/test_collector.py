@@ -38,6 +38,47 @@ def test_a_threshold_already_higher_is_not_lowered():
         gc.set_threshold(*before)
 
 
+def test_garbage_in_cycles_left_by_the_body_is_freed_on_exit():
+    import weakref
+
+    class Node:
+        pass
+
+    with rarer_collections():
+        a, b = Node(), Node()
+        a.other, b.other = b, a  # (a store, its policy and the view between them)
+        alive = weakref.ref(a)
+        del a, b
+        assert alive() is not None  # reference counting alone cannot free a cycle
+    assert alive() is None
+
+
+def test_a_sweep_worker_does_not_keep_one_replay_while_it_runs_the_next(tmp_path, monkeypatch):
+    import weakref
+
+    from policies.registry import resolve as real_resolve
+    import simulator.replay
+
+    trace = str(tmp_path / "t.jsonl")
+    write_trace(trace, generate(OpenClawConfig(sessions=3, seed=5)))
+    policies = []
+
+    def keep(name, **options):
+        policy = real_resolve(name, **options)
+        policies.append(weakref.ref(policy))
+        return policy
+
+    monkeypatch.setattr(simulator.replay, "resolve", keep)
+    collected = []
+
+    def age_the_replay(result):  # as a long replay does: its tables end in the oldest generation
+        if not collected:
+            collected.append(gc.collect())
+
+    run(RunSpec(trace, "prefix-chain", 4 * 10**9, "4GB", "ds4"), on_request=age_the_replay)
+    assert len(policies) == 1 and policies[0]() is None  # its store, policy and view were freed
+
+
 @pytest.mark.parametrize("first", [0, -1, 1.5, True, "50000"])
 def test_a_bad_threshold_is_a_one_line_error_naming_it(first):
     with pytest.raises(ValueError, match="first must be an int >= 1"):

@@ -16,12 +16,13 @@ working set (every distinct checkpoint it would write, at the profile's sizes).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from policies.registry import BUILTIN, available, is_offline
 
@@ -86,6 +87,21 @@ def _check_writable(flag: str, path: str, suffixes: tuple[str, ...] | None = Non
         raise ValueError(f"{flag} {path}: folder {folder} is not writable")
     if suffixes is not None and os.path.splitext(path)[1].lower() not in suffixes:
         raise ValueError(f"{flag} {path}: use a file name ending in {' or '.join(suffixes)}")
+
+
+@contextlib.contextmanager
+def _partial_output(path: str) -> Iterator[str]:
+    """The name to write ``path``'s content under (``path.partial``): renamed to
+    ``path`` when the body succeeds, deleted when it fails, so a file there is
+    always whole."""
+    partial = f"{path}.partial"
+    try:
+        yield partial
+        os.replace(partial, path)
+    except BaseException:
+        if os.path.exists(partial):
+            os.unlink(partial)
+        raise
 
 
 def _check_output_path(flag: str, path: str, suffixes: tuple[str, ...]) -> None:
@@ -380,14 +396,8 @@ def cmd_generate(args) -> int:
     provenance = {"generator": args.workload, "seed": args.seed, **({"scale": scale} if scale != 1.0 else {})}
     if command:
         provenance["command"] = command
-    partial = f"{args.output}.partial"  # the output appears only once the whole trace is written
-    try:
+    with _partial_output(args.output) as partial:
         count = write_trace(partial, requests, **provenance)
-        os.replace(partial, args.output)
-    except BaseException:
-        if os.path.exists(partial):
-            os.unlink(partial)
-        raise
     print(f"wrote {count} requests to {args.output}", file=sys.stderr)
     return 0
 
@@ -396,21 +406,14 @@ def cmd_import(args) -> int:
     from .interop import import_mooncake
 
     _check_writable("-o", args.output)
-    partial = f"{args.output}.partial"  # the output appears only once the whole file converted
-    try:
-        with open(args.file, encoding="utf-8") as fh:
-            try:
-                count = write_trace(partial, import_mooncake(fh, block_size=args.block_size),
-                                    generator="mooncake-import", source=args.file, block_size=args.block_size)
-            except UnicodeDecodeError:
-                raise TraceError(f"{args.file} is not a text file (not UTF-8)") from None
-            except TraceError as exc:
-                raise TraceError(f"{args.file}: {exc}") from None
-        os.replace(partial, args.output)
-    except BaseException:
-        if os.path.exists(partial):
-            os.unlink(partial)
-        raise
+    with _partial_output(args.output) as partial, open(args.file, encoding="utf-8") as fh:
+        try:
+            count = write_trace(partial, import_mooncake(fh, block_size=args.block_size),
+                                generator="mooncake-import", source=args.file, block_size=args.block_size)
+        except UnicodeDecodeError:
+            raise TraceError(f"{args.file} is not a text file (not UTF-8)") from None
+        except TraceError as exc:
+            raise TraceError(f"{args.file}: {exc}") from None
     print(f"wrote {count} requests to {args.output}", file=sys.stderr)
     return 0
 

@@ -164,4 +164,3 @@ def iter_generate(cfg: OpenClawConfig) -> Iterator[Request]:
             heapq.heapreplace(running, (session[position + 1].t, index, position + 1, session))
         else:
             heapq.heappop(running)
-

@@ -88,7 +88,12 @@ the store is full (the default admits everything and lets eviction decide).
 Cost: an age bucket holds its checkpoints sorted by ``saved/bytes``; the victim
 is the lowest of the bucket minima, and checkpoints move to an older bucket
 when asked for a victim — O(buckets · log n) per victim, and at most one move
-per bucket in a checkpoint's idle spell.
+per bucket in a checkpoint's idle spell. A kind's densities are computed again
+(O(buckets)) after any hit of that kind, and after its other counts (spells
+ended by an eviction, checkpoints idle in each bucket) changed by more than
+``drift`` of their total: every move, insert and eviction changes those by
+one, and recomputing after each one was half the victim search's time at a
+few thousand checkpoints.
 
 >>> PrefixChainPolicy().name
 'prefix-chain'
@@ -127,6 +132,9 @@ class PrefixChainPolicy(Policy):
         scale changes nothing) or ``"seconds"`` (ages from ``now``).
     :param prior_decay: how fast the prior hit count falls per age bucket (0..1];
         1 gives every age the same prior.
+    :param drift: how far a kind's spell ends and idle counts may change, as a
+        share of their total, before its densities are computed again (0: after
+        every change). Hits always count at once.
     """
 
     name = "prefix-chain"
@@ -138,7 +146,7 @@ class PrefixChainPolicy(Policy):
     def __init__(self, *, prefix_weight: float = 0.0, learn_kinds: bool = True,
                  admit_threshold: float = 0.0, marginal: bool = True,
                  context_scale: float = 65_536.0, age_base: float = 2.0, memory: int = 8_000,
-                 clock: str = "events", prior_decay: float = 0.5) -> None:
+                 clock: str = "events", prior_decay: float = 0.5, drift: float = 0.01) -> None:
         if not 0.0 <= prefix_weight <= 1.0:
             raise ValueError(f"prefix_weight must be in [0, 1], got {prefix_weight!r}")
         if not 0.0 <= admit_threshold <= 1.0:
@@ -153,6 +161,9 @@ class PrefixChainPolicy(Policy):
             raise ValueError(f"clock must be 'events' or 'seconds', got {clock!r}")
         if not 0.0 < prior_decay <= 1.0:
             raise ValueError(f"prior_decay must be in (0, 1], got {prior_decay!r}")
+        if not 0.0 <= drift < 1.0:
+            raise ValueError(f"drift must be in [0, 1), got {drift!r}")
+        self.drift = float(drift)
         self.clock = clock
         self.prior_decay = float(prior_decay)
         self._tick = 0
@@ -166,6 +177,9 @@ class PrefixChainPolicy(Policy):
         self.hits = {k: [0.0] * self.BUCKETS for k in KINDS}
         self.ends = {k: [0.0] * self.BUCKETS for k in KINDS}
         self._density: dict[str, list[float]] = {}  # kind -> density per bucket, while still current
+        # per table: its count changes since it was computed, and how many it may take
+        self._drifted = dict.fromkeys(KINDS, 0)
+        self._tolerated = dict.fromkeys(KINDS, 0)
         self._spells = 0
         self._now = -math.inf
         self._last_use: dict[str, float] = {}
@@ -230,12 +244,15 @@ class PrefixChainPolicy(Policy):
         return self._table(kind)[self.bucket(age)]
 
     def _table(self, kind: str) -> list[float]:
-        """The density of each age bucket of ``kind``, computed again only when its
-        statistics changed (a victim choice asks for the kinds it meets)."""
+        """The density of each age bucket of ``kind``, computed again only once its
+        statistics changed (a hit, or more than ``drift`` of its other counts: see
+        :meth:`_drift`; a victim choice asks for the kinds it meets)."""
         pooled = kind if self.learn_kinds else KINDS[0]  # one pooled table when kinds are not learned
         table = self._density.get(pooled)
         if table is None:
-            table = self._density[pooled] = self._densities(kind)
+            table, counted = self._densities(kind)
+            self._density[pooled] = table
+            self._drifted[pooled], self._tolerated[pooled] = 0, int(counted * self.drift)
         return table
 
     def _stale(self, kind: str) -> None:
@@ -245,8 +262,19 @@ class PrefixChainPolicy(Policy):
         else:
             self._density.clear()
 
-    def _densities(self, kind: str) -> list[float]:
-        """Density of each age bucket of ``kind``. Runtime complexity: O(BUCKETS)."""
+    def _drift(self, kind: str, changes: int = 1) -> None:
+        """Spell ends or idle counts of ``kind`` changed by one, ``changes`` times: its
+        densities are computed again once the counts may differ from those they
+        were computed from by more than ``drift`` of their total (summed over
+        buckets, the absolute differences). O(1)."""
+        pooled = kind if self.learn_kinds else KINDS[0]
+        drifted = self._drifted[pooled] = self._drifted[pooled] + changes
+        if drifted > self._tolerated[pooled]:
+            self._density.pop(pooled, None)
+
+    def _densities(self, kind: str) -> tuple[list[float], float]:
+        """Density of each age bucket of ``kind``, and the spell ends and idle
+        checkpoints they count. Runtime complexity: O(BUCKETS)."""
         if self.learn_kinds:
             hits, ends, idle = self.hits[kind], self.ends[kind], self._idle[kind]
         else:
@@ -267,7 +295,7 @@ class PrefixChainPolicy(Policy):
             out[b] = (hit_sum + prior) / ((later_time - mid * later_ends) + e * width / 2 + width)
             later_ends += e
             later_time += e * mid
-        return out
+        return out, later_ends  # (later_ends: by now every spell end and idle checkpoint counted)
 
     def kind(self, key: str) -> str:
         """``tail``, or by the most stored aligned children it has had: ``leaf``
@@ -318,7 +346,10 @@ class PrefixChainPolicy(Policy):
             self._top[kind] = b
         self.hits[kind][b] += used
         self.ends[kind][b] += 1
-        self._stale(kind)
+        if used:
+            self._stale(kind)
+        else:
+            self._drift(kind)
         self._spells += 1
         if self._spells % self.memory == 0:
             for k in KINDS:
@@ -333,7 +364,7 @@ class PrefixChainPolicy(Policy):
         if group is None:
             return
         self._idle[group[1]][group[2]] -= 1
-        self._stale(group[1])
+        self._drift(group[1])
         live = self._live[group] = self._live[group] - 1
         if not live:
             del self._by_weight[group], self._by_age[group], self._live[group], self._least[group]
@@ -373,7 +404,7 @@ class PrefixChainPolicy(Policy):
         self._idle[kind][bucket] += 1
         if bucket > self._top[kind]:
             self._top[kind] = bucket
-        self._stale(kind)
+        self._drift(kind)
         if bucket < self.BUCKETS - 1:
             self._schedule(group, last_use + self._starts[bucket + 1])
         if len(by_weight) > 2 * live + 64:
@@ -442,7 +473,7 @@ class PrefixChainPolicy(Policy):
             priority, kind, bucket_from = group
             start = starts[bucket_from + 1]
             cutoff, older, idle = now - start, bucket_from + 1, self._idle[kind]
-            heap, moved = by_age_of[group], False
+            heap, moved = by_age_of[group], 0
             while True:
                 last_use, key = heap[0]  # the oldest entry that is not stale (see _by_weight)
                 if group_of.get(key) != group or last_use_of[key] != last_use:
@@ -456,8 +487,8 @@ class PrefixChainPolicy(Policy):
                     break
                 heappop(heap)  # (this entry: stale once moved)
                 if not moved:
-                    moved = True
                     least = least_of[group]
+                moved += 1
                 if least is not None and least[2] == key:
                     least = least_of[group] = None
                 b = int(log2(1 + (now - last_use) / age_base))  # (self.bucket, inlined: the age is > 0)
@@ -500,8 +531,8 @@ class PrefixChainPolicy(Policy):
                 if len(by_weight_of[group]) > 2 * left + 64:
                     self._compact(group)
                     heap = by_age_of[group]
-            if moved:  # the kind's idle counts changed
-                self._stale(kind)
+            if moved:  # the kind's idle counts changed: one less here, one more there per move
+                self._drift(kind, 2 * moved)
         for item in later:
             heappush(moves, item)
 

@@ -294,6 +294,14 @@ def _results_log(args, config: ReplayConfig):
     return ResultsLog(args.results, trace_sha1=file_sha1(args.trace), settings=settings)
 
 
+def _key_cache(args, config: ReplayConfig, log):
+    """Where a sweep with ``--results FILE`` keeps its hashed keys: ``FILE.keys``."""
+    from .key_cache import KeyCache
+
+    return KeyCache(args.results + ".keys", trace_sha1=log.trace_sha1, block_tokens=config.block_tokens,
+                    namespace=config.namespace, write_tail=config.write_tail)
+
+
 def cmd_sweep(args) -> int:
     policies = parse_policies(args.policies)
     capacities = [c.strip() for c in args.capacities.split(",") if c.strip()]
@@ -317,10 +325,23 @@ def cmd_sweep(args) -> int:
     working_set = None
     todo = [cell for cell in cells if cell not in finished]
     if todo:
-        keys = _keys(args)  # hashed once; every run maps the same arrays
-        working_set = keys.working_set_bytes(config.entry_bytes) if shares else None
-        with tempfile.TemporaryDirectory(prefix="kvsim-keys-") as keys_dir:
-            keys.save(keys_dir)
+        with contextlib.ExitStack() as cleanup:
+            # hashed once; every run maps the same arrays. Beside a results file the keys
+            # outlive a crash, and a resumed sweep maps them instead of hashing again
+            cache = _key_cache(args, config, log) if log is not None else None
+            keys = cache.load() if cache is not None else None
+            if keys is not None:
+                print(f"{cache.directory}: keys of this trace reused, nothing to hash", file=sys.stderr)
+            else:
+                keys = _keys(args)
+                if cache is not None:
+                    cache.save(keys)
+            working_set = keys.working_set_bytes(config.entry_bytes) if shares else None
+            if cache is not None:
+                keys_dir = cache.directory
+            else:
+                keys_dir = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="kvsim-keys-"))
+                keys.save(keys_dir)
             del keys
             specs = [_spec(args, p, c, working_set, keys_dir) for p, c in todo]
             progress, task = _progress_runner(len(specs), "sweeping")
@@ -332,6 +353,8 @@ def cmd_sweep(args) -> int:
 
             with progress:
                 finished.update(zip(todo, sweep(specs, jobs=args.jobs, on_done=done)))
+        if cache is not None:  # every run asked for is on file: the results are all it needs now
+            cache.remove()
     elif shares:  # every run was on file: its working set too
         working_set = log.working_set_bytes
     results = [finished[cell] for cell in cells]
@@ -521,7 +544,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", metavar="FILE.jsonl",
                    help="append each run to FILE as it finishes (synced to disk) and skip the runs FILE "
                         "already holds for this trace and these settings: a long sweep that crashed or was "
-                        "stopped goes on where it stopped when run again with the same command")
+                        "stopped goes on where it stopped when run again with the same command (its hashed "
+                        "keys wait in FILE.keys until every run is on file, so it does not hash again)")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("generate", help="write a synthetic trace",

@@ -50,6 +50,7 @@ class ResultsLog:
         from kvstore import __version__
 
         self.path = path
+        self.trace_sha1 = trace_sha1
         self._scope = {"trace_sha1": trace_sha1, "settings": settings, "kvsim": __version__}
         self._scope_text = json.dumps(self._scope, sort_keys=True)
         self._finished: dict[tuple[str, str], dict] = {}

@@ -119,6 +119,7 @@ def test_sweep_results_file_resumes_and_replays_only_the_runs_it_lacks(tmp_path,
     assert main([*base, "--policies", "lru,fifo", "--results", str(runs)]) == 0
     first = json.loads(capsys.readouterr().out)
     assert len(runs.read_text().splitlines()) == 4  # one line per run, written as it finished
+    assert not (tmp_path / "runs.jsonl.keys").exists()  # finished: its keys are not kept
     assert main([*base, "--policies", "lru,fifo,prefix-chain", "--results", str(runs)]) == 0
     out = capsys.readouterr()
     assert "runs.jsonl: 4 of 6 runs already finished" in out.err
@@ -132,6 +133,49 @@ def test_sweep_results_file_resumes_and_replays_only_the_runs_it_lacks(tmp_path,
     out = capsys.readouterr()
     assert "6 of 6 runs already finished" in out.err and not hashed  # nothing replayed, nothing hashed
     assert json.loads(out.out) == fresh and len(runs.read_text().splitlines()) == 6
+
+
+def test_a_sweep_stopped_midway_keeps_its_keys_and_goes_on_without_hashing_again(tmp_path, monkeypatch, capsys):
+    """Stopped (Ctrl-C) after its first run, a sweep with ``--results`` leaves its
+    hashed keys in ``FILE.keys``; the same command maps them instead of hashing,
+    gives the results of a sweep never stopped, and then removes them. Keys of
+    another trace are not used."""
+    import simulator.cli
+    from simulator.generators.openclaw import OpenClawConfig, generate
+    from simulator.trace import write_trace
+
+    hashed, reads, requests, trace = _count_hashing(tmp_path, monkeypatch)
+    runs, keys_dir = tmp_path / "runs.jsonl", tmp_path / "runs.jsonl.keys"
+    command = ["sweep", trace, "--capacities", "5%,50%", "--policies", "lru,prefix-chain", "--jobs", "1", "--json"]
+    real_sweep = simulator.cli.sweep
+
+    def stopped_after_one(specs, *, jobs, on_done):
+        on_done(simulator.cli.run(specs[0]))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(simulator.cli, "sweep", stopped_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        main([*command, "--results", str(runs)])
+    assert len(hashed) == len(requests) and keys_dir.is_dir() and len(runs.read_text().splitlines()) == 1
+    monkeypatch.setattr(simulator.cli, "sweep", real_sweep)
+    capsys.readouterr()
+    hashed.clear()
+    assert main([*command, "--results", str(runs)]) == 0
+    out = capsys.readouterr()
+    assert f"{keys_dir}: keys of this trace reused, nothing to hash" in out.err and not hashed
+    assert not keys_dir.exists()
+    assert main(command) == 0
+    assert json.loads(out.out) == json.loads(capsys.readouterr().out)
+
+    other = str(tmp_path / "other.jsonl")  # another trace under the same results file
+    write_trace(other, generate(OpenClawConfig(sessions=3, turns=(2, 3), seed=6)))
+    monkeypatch.setattr(simulator.cli, "sweep", stopped_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        main(["sweep", other, *command[2:], "--results", str(runs)])  # leaves the other trace's keys
+    hashed.clear()
+    with pytest.raises(KeyboardInterrupt):
+        main(["sweep", trace, "--capacities", "25%", *command[4:], "--results", str(runs)])
+    assert len(hashed) == len(requests)  # the keys on file were the other trace's
 
 
 def test_sweep_results_of_another_trace_or_profile_are_kept_but_not_reused(small_trace, tmp_path, capsys):
@@ -190,6 +234,7 @@ def test_a_sweep_killed_midway_goes_on_where_it_stopped(tmp_path):
     resumed = subprocess.run([*command, "--results", str(runs)], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert f"{on_file} of 16 runs already finished; a last line cut short by a crash dropped" in resumed.stderr
+    assert "keys of this trace reused, nothing to hash" in resumed.stderr  # the killed sweep's keys
     clean = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert json.loads(resumed.stdout) == json.loads(clean.stdout)
     lines = [json.loads(line) for line in runs.read_text().splitlines()]

@@ -307,35 +307,31 @@ def test_prefix_chain_victim_is_the_least_rank_of_a_full_scan(rnd, clock, learn_
     last use, key) over every checkpoint (its groups, their cached least entries
     and the aged buckets say no more than that); ``_check`` holds after every step."""
     p = PrefixChainPolicy(clock=clock, learn_kinds=learn_kinds, memory=25)
+
+    def is_the_least_rank(m, victim):
+        eligible = [m.entry(k) for k in list(m) if m.is_eligible(k)]
+        expected = min(((e.priority, p.rank(e.key, p._now), p._last_use[e.key], e.key) for e in eligible),
+                       default=(None, None, None, None))[3]
+        assert victim == expected
+
+    _walk(p, rnd, 300, lambda op, key: p._check(), check_victim=is_the_least_rank)
+
+
+def _walk(p, rnd, steps, after_step, check_victim=None):
+    """A random walk of inserts, hits, removals, pins, victim choices and
+    evictions on ``p``; ``after_step(op, key)`` runs after every step, and
+    ``check_victim(manager, victim)`` sees every victim before it is evicted."""
     m = EvictionManager(10**9, p, block_tokens=100, pin_quota_bytes=10**9)
     now = 0.0
-    for _ in range(300):
+    for _ in range(steps):
         op = rnd.choice(["insert", "insert", "hit", "hit", "remove", "pin", "unpin", "victim", "evict"])
         i = rnd.randint(0, 15)
         now += rnd.choice([0, 1, 1, 2, 7, 40, 300])
         if op in ("victim", "evict"):
             victim = p.victim(now)
-            eligible = [m.entry(k) for k in list(m) if m.is_eligible(k)]
-            expected = min(((e.priority, p.rank(e.key, p._now), p._last_use[e.key], e.key) for e in eligible),
-                           default=(None, None, None, None))[3]
-            assert victim == expected
+            if check_victim is not None:
+                check_victim(m, victim)
             if op == "evict" and victim is not None:
-                m.evict_some(1, now)
-        else:
-            apply_op(m, op, f"k{i}", now, lambda: _chain_entry(i, priority=int(i > 13)))
-        p._check()
-
-
-def _walk(p, rnd, steps, after_step):
-    """A random walk of inserts, hits, removals, pins and evictions on ``p``."""
-    m = EvictionManager(10**9, p, block_tokens=100, pin_quota_bytes=10**9)
-    now = 0.0
-    for _ in range(steps):
-        op = rnd.choice(["insert", "insert", "hit", "hit", "remove", "pin", "unpin", "evict"])
-        i = rnd.randint(0, 15)
-        now += rnd.choice([0, 1, 1, 2, 7, 40, 300])
-        if op == "evict":
-            if p.victim(now) is not None:
                 m.evict_some(1, now)
         else:
             apply_op(m, op, f"k{i}", now, lambda: _chain_entry(i, priority=int(i > 13)))

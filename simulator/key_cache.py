@@ -3,9 +3,9 @@ so a sweep resumed after a crash (or a Ctrl-C) does not hash the trace again.
 
 Hashing is the one pass every run of a sweep waits for: about three minutes for
 a million requests. The keys go to ``FILE.jsonl.keys/``, written under
-``.partial`` and renamed once complete, with the scope they were computed for:
-the trace's content (SHA-1 of the file), block size, namespace and tails. A
-later sweep maps them only when all of these match; otherwise it hashes again
+``.partial`` and renamed once complete, with the trace's content (SHA-1 of
+the file) beside them; the keys' own metadata records their block size,
+namespace and tails. A later sweep maps them only when all of these match; otherwise it hashes again
 and replaces them. The sweep removes them once every run it was asked for is
 on file, since the results alone are what a finished sweep needs.
 
@@ -23,6 +23,9 @@ True
 >>> KeyCache(cache.directory, trace_sha1="cd" * 20, block_tokens=4, namespace="kvsim",
 ...          write_tail=True).load() is None  # another trace's keys are not used
 True
+>>> KeyCache(cache.directory, trace_sha1="ab" * 20, block_tokens=8, namespace="kvsim",
+...          write_tail=True).load() is None  # nor keys of another block size
+True
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ _SCOPE_FILE = "scope.json"
 
 
 class KeyCache:
-    """One directory of saved keys and the scope they were computed for.
+    """One directory of saved keys and the trace they were computed from.
 
     :param directory: where the keys live (``FILE.jsonl.keys`` beside a results file).
     :param trace_sha1: the trace file's SHA-1 (see :func:`simulator.results_log.file_sha1`).
@@ -48,8 +51,8 @@ class KeyCache:
     def __init__(self, directory: str, *, trace_sha1: str, block_tokens: int, namespace: str,
                  write_tail: bool) -> None:
         self.directory = directory
-        self._scope = {"trace_sha1": trace_sha1, "block_tokens": block_tokens, "namespace": namespace,
-                       "write_tail": write_tail}
+        self._scope = {"trace_sha1": trace_sha1}
+        self._settings = {"block_tokens": block_tokens, "namespace": namespace, "write_tail": write_tail}
 
     def load(self) -> KeyedTrace | None:
         """The saved keys, mapped read-only, if they are this trace's with these
@@ -58,12 +61,14 @@ class KeyCache:
             with open(os.path.join(self.directory, _SCOPE_FILE), encoding="utf-8") as fh:
                 if json.load(fh) != self._scope:
                     return None
-            return KeyedTrace.load(self.directory)
+            keys = KeyedTrace.load(self.directory)
+            keys.check_matches(**self._settings)  # (as a replay checks them, from the keys' metadata)
+            return keys
         except (OSError, ValueError):
             return None
 
     def save(self, keys: KeyedTrace) -> None:
-        """Write ``keys`` and their scope under ``DIRECTORY.partial``, then put it
+        """Write ``keys`` and their trace's SHA-1 under ``DIRECTORY.partial``, then put it
         in place of any older keys. O(size of the keys)."""
         partial = self.directory + ".partial"
         shutil.rmtree(partial, ignore_errors=True)

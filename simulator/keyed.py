@@ -79,44 +79,63 @@ def _likeliest_base(spans: tuple, *bases) -> tuple[tuple | None, int, int, int]:
 
 
 class _Ends:
-    """Prompt ends seen under one anchor (and first token past it): their
-    lengths and last tokens, in growing numpy arrays. Every session's first
-    prompt ends under the shared system prompt's anchor, so on agent traces
-    this holds one end per session and is asked on every request.
+    """Prompt ends seen so far, found again by the span their last token is in.
 
-    >>> ends = _Ends(); ends.add(5, 7); ends.add(6, 9)
-    >>> ends.extended_by(np.array([0, 0, 0, 0, 7, 8], dtype=np.uint32))
-    [5]
+    A later prompt extends an end of ``n`` tokens exactly when its first ``n``
+    tokens are that prompt's, and then its token ``n - 1`` is the same token
+    of the same content as the end's: a span of that content starting where
+    the end's last span started. So the ends are kept under ``(content, where
+    its span starts)``, and a prompt asks only under its own spans: the
+    candidates it returns include every end the prompt extends (its keys then
+    decide which it does; two contents drawing the same tokens for a whole
+    prefix is the chance of a SHA-1 collision).
 
-    Runtime complexity: O(1) amortised per add, O(ends) in C per question.
+    >>> ends = _Ends()
+    >>> ends.add((("sys", 9), ("u1", 3)))        # an end of 12 tokens, in u1 from 9
+    >>> ends.extended_by((("sys", 9), ("u1", 5)))  # u1 again from 9, past its 3rd token
+    [12]
+    >>> ends.extended_by((("sys", 9), ("u2", 5))), ends.extended_by((("u1", 5),))
+    ([], [])
+
+    Runtime complexity: O(1) per add, O(spans + candidates) per question,
+    whatever the number of ends (one per session under a shared system
+    prompt on agent traces).
     """
 
-    __slots__ = ("lengths", "last", "count", "seen")
+    __slots__ = ("_at",)
 
     def __init__(self) -> None:
-        self.lengths = np.empty(4, dtype=np.int64)
-        self.last = np.empty(4, dtype=np.uint32)
-        self.count = 0
-        self.seen: set[tuple[int, int]] = set()
+        self._at: dict[tuple[str, int], list[int]] = {}  # (content, its span's start) -> end lengths
 
-    def add(self, n: int, last_token: int) -> None:
-        if (n, last_token) in self.seen:
+    def add(self, spans: tuple) -> None:
+        """Note the end of a prompt of ``spans``. O(spans)."""
+        start = total = 0
+        last = None
+        for content, n in spans:
+            if n > 0:
+                last, start = content, total
+                total += n
+        if last is None:
             return
-        self.seen.add((n, last_token))
-        if self.count == len(self.lengths):
-            self.lengths = np.concatenate([self.lengths, np.empty_like(self.lengths)])
-            self.last = np.concatenate([self.last, np.empty_like(self.last)])
-        self.lengths[self.count], self.last[self.count] = n, last_token
-        self.count += 1
+        lengths = self._at.get((last, start))
+        if lengths is None:
+            self._at[(last, start)] = [total]
+        elif total not in lengths:
+            lengths.append(total)
 
-    def extended_by(self, tokens: np.ndarray) -> list[int]:
-        """Lengths of the ends ``tokens`` may extend: no longer than it, with
-        the same last token (a necessary condition; keys decide)."""
-        lengths, last = self.lengths[: self.count], self.last[: self.count]
-        fits = lengths <= len(tokens)
-        if not fits.all():
-            lengths, last = lengths[fits], last[fits]
-        return sorted(set(lengths[tokens[lengths - 1] == last].tolist()))
+    def extended_by(self, spans: tuple) -> list[int]:
+        """Lengths of the ends whose last token a prompt of ``spans`` has at the
+        same place from the same content: every end it extends (keys decide
+        which). O(spans + candidates)."""
+        found: list[int] = []
+        position = 0
+        at = self._at
+        for content, n in spans:
+            lengths = at.get((content, position))
+            position += n
+            if lengths is not None:
+                found.extend(length for length in lengths if length <= position)
+        return found
 
 
 class KeyedPrompt(AlignedChain):
@@ -205,8 +224,7 @@ class KeyedTrace:
         tokens_of = TokenMaterializer()
         ids: dict[bytes, int] = {}
         id_tokens: list[int] = []
-        # (anchor id, first token past it) -> {tail length: last tokens of the ends seen there}
-        tails_at: dict[tuple[int, int], _Ends] = {}
+        ends = _Ends()  # every prompt end so far, by the span of its last token
         session_ids: dict[str, int] = {}
         engine_ids: dict[str, int] = {}
         blend = BlendTracker()
@@ -235,7 +253,6 @@ class KeyedTrace:
                 if rest and partial:
                     rest[0] = rest[0][partial:]
                 prefix = PrefixKeys.extending(base[1], np.concatenate([base[1].tokens[:shared], *rest]))
-            tokens = prefix.tokens
             previous = recent[request.session] = (request.prompt, prefix)
             recent.move_to_end(request.session)
             if len(recent) > _RECENT_SESSIONS:
@@ -244,14 +261,7 @@ class KeyedTrace:
             blocks = total // block_tokens
             aligned = [intern(prefix.key(i * block_tokens), i * block_tokens) for i in range(blocks + 1)]
             tails: dict[int, int] = {}
-            candidates = []  # earlier ends this prompt may extend, anchored at each aligned prefix
-            for i in range(blocks + 1):
-                a = i * block_tokens
-                if a >= total:
-                    break
-                ends = tails_at.get((aligned[i], int(tokens[a])))
-                if ends is not None:  # cheap filters first: the length, the last token
-                    candidates.extend(ends.extended_by(tokens))
+            candidates = ends.extended_by(request.prompt)  # earlier ends this prompt may extend
             if candidates:
                 for n, hexkey in zip(candidates, prefix.keys_at(candidates)):
                     found = ids.get(bytes.fromhex(hexkey))
@@ -260,12 +270,7 @@ class KeyedTrace:
             if write_tail and total % block_tokens:
                 own = intern(prefix.key(total), total)
                 tails[total] = own
-                anchor = blocks * block_tokens
-                where = (aligned[blocks], int(tokens[anchor]))
-                ends = tails_at.get(where)
-                if ends is None:  # (not setdefault: that would build an _Ends every time)
-                    ends = tails_at[where] = _Ends()
-                ends.add(total, int(tokens[total - 1]))
+                ends.add(request.prompt)
             cols["t"].append(request.t)
             cols["session"].append(session_ids.setdefault(request.session, len(session_ids)))
             cols["warmup"].append(bool(request.tags.get("warmup")))

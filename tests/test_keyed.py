@@ -1,0 +1,63 @@
+"""A trace's keys computed once (``simulator.keyed``) against the store's keys of each prompt."""
+
+from hypothesis import given, settings, strategies as st
+
+from kvstore.keys import Namespace, PrefixKeys
+from simulator.keyed import KeyedTrace
+from simulator.tokens import TokenMaterializer
+from simulator.trace import Request
+
+_SPAN = st.tuples(st.sampled_from("abcde"), st.integers(0, 9))
+
+
+@st.composite
+def _traces(draw) -> list[Request]:
+    """Prompts that mostly grow out of an earlier one (any session's): a prefix of
+    its spans, the last of them cut or grown, then new spans. So the same content
+    recurs at the same position, at other positions, whole and cut short."""
+    prompts: list[tuple] = []
+    for _ in range(draw(st.integers(1, 12))):
+        spans: list = []
+        if prompts and draw(st.booleans()):
+            base = draw(st.sampled_from(prompts))
+            spans = list(base[:draw(st.integers(0, len(base)))])
+            if spans and draw(st.booleans()):
+                content, n = spans[-1]
+                spans[-1] = (content, max(0, n + draw(st.integers(-3, 3))))
+        spans += draw(st.lists(_SPAN, max_size=3))
+        if sum(n for _, n in spans):
+            prompts.append(tuple(spans))
+    return [Request(draw(st.sampled_from(["s1", "s2", "s3"])), float(t), prompt) for t, prompt in enumerate(prompts)]
+
+
+def _store_tails(requests: list[Request], block: int) -> list[set[int]]:
+    """Per request, the prompt-end lengths it has a key for by the store's own
+    keys: each earlier end whose key its prefix of that length has, and its own."""
+    ns, tokens_of = Namespace("kvsim"), TokenMaterializer()
+    ends: dict[int, set[str]] = {}  # length -> keys of the prompt ends seen there
+    out = []
+    for request in requests:
+        prefix = PrefixKeys(ns, tokens_of.tokens(request.prompt), block)
+        total = len(prefix)
+        known = {n for n, keys in ends.items() if n <= total and n % block and prefix.key(n) in keys}
+        if total % block:
+            known.add(total)
+            ends.setdefault(total, set()).add(prefix.key(total))
+        out.append(known)
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(_traces(), st.sampled_from([1, 3, 4, 8]))
+def test_each_prompt_knows_exactly_the_earlier_ends_whose_store_key_it_has(requests, block):
+    keys = KeyedTrace.build(requests, block_tokens=block)
+    expected = _store_tails(requests, block)
+    assert [set(keys.prompt(i).known_tails()) for i in range(len(requests))] == expected
+    # and one id per distinct store key: two prompts share an end's id exactly when they share its key
+    ns, tokens_of = Namespace("kvsim"), TokenMaterializer()
+    id_of: dict[str, int] = {}
+    for i, request in enumerate(requests):
+        prefix = PrefixKeys(ns, tokens_of.tokens(request.prompt), block)
+        for n, key_id in keys.prompt(i).known_tails().items():
+            assert id_of.setdefault(prefix.key(n), key_id) == key_id
+    assert len(set(id_of.values())) == len(id_of)

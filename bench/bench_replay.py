@@ -33,11 +33,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from policies.registry import online  # noqa: E402
+from simulator.collector import rarer_collections  # noqa: E402
 from simulator.costmodel import PROFILES  # noqa: E402
 from simulator.interop import export_libcachesim  # noqa: E402
 from simulator.keyed import KeyedTrace  # noqa: E402
 from simulator.replay import ReplayConfig, replay  # noqa: E402
-from simulator.trace import load_trace  # noqa: E402
+from simulator.trace import load_trace, read_trace  # noqa: E402
 
 SHIPPED = os.path.join(os.path.dirname(HERE), "traces", "openclaw-strip-history.jsonl")
 
@@ -116,7 +117,8 @@ def part_sweep(requests: int, jobs: int) -> None:
         generated = time.perf_counter() - started
         count = sum(1 for _ in open(trace)) - 1
         started = time.perf_counter()
-        KeyedTrace.build(load_trace(trace))
+        with rarer_collections():  # (as the sweep hashes: streaming, in --jobs processes)
+            KeyedTrace.build(read_trace(trace), jobs=jobs)
         hashing = time.perf_counter() - started
         policies = ",".join(online())
         started = time.perf_counter()

@@ -146,13 +146,14 @@ def _count_requests(path: str) -> int:
 
 def _keys(args) -> KeyedTrace:
     """The trace's keys, hashed once for every run of the command, streaming
-    the file (memory: the compact keys, not the requests); progress on stderr."""
+    the file (memory: the compact keys, not the requests), in ``--jobs``
+    processes where the command has it; progress on stderr."""
     config = _replay_config(args)
     progress, task = _progress_runner(_count_requests(args.trace), "hashing prompts")
     with progress, rarer_collections():
         keys = KeyedTrace.build(read_trace(args.trace), block_tokens=config.block_tokens,
                                 namespace=config.namespace, write_tail=config.write_tail, source=args.trace,
-                                progress=lambda n: progress.update(task, completed=n))
+                                progress=lambda n: progress.update(task, completed=n), jobs=getattr(args, "jobs", 1))
     if not len(keys):
         raise no_requests(args.trace)
     return keys
@@ -536,7 +537,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_replay_options(p)
     p.add_argument("--capacities", default="5%,10%,25%,50%", help="comma-separated sizes or percentages")
     p.add_argument("--policies", default="all", help="'all' (online policies + belady) or a comma list")
-    p.add_argument("--jobs", type=_positive_int, default=1, help="replays to run in parallel processes (>= 1)")
+    p.add_argument("--jobs", type=_positive_int, default=1, help="processes to run in parallel (>= 1): the replays, and "
+                   "before them the hashing of the trace's prompts")
     p.add_argument("--plot", metavar="FILE.png", help="write a plot of re-prefill time vs capacity")
     p.add_argument("--report", metavar="FILE.html",
                    help="write one self-contained HTML report (plot embedded, matrix, verdict, every metric, "

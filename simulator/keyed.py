@@ -27,16 +27,16 @@ from __future__ import annotations
 
 import json
 import os
-from collections import OrderedDict
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
-from kvstore.keys import AlignedChain, Namespace, PrefixKeys
+from kvstore.keys import AlignedChain
 
 from .blend import BlendTracker, reusable_tokens
-from .tokens import TokenMaterializer
+from .prompt_hashing import DIGEST_BYTES, hash_batches
 from .trace import Request
 
 __all__ = ["KeyedTrace", "KeyedPrompt", "RequestInfo", "UNKNOWN_KEY"]
@@ -50,32 +50,9 @@ _FORMAT = "kvsim-keys"
 _VERSION = 2
 
 
-#: sessions whose last prompt is kept to resume hashing from (about 100 KB each)
-_RECENT_SESSIONS = 256
-
-
-def _likeliest_base(spans: tuple, *bases) -> tuple[tuple | None, int, int, int]:
-    """Of earlier prompts ``(spans, PrefixKeys)``, the one sharing the most
-    leading tokens with ``spans`` by their spans (a session's previous prompt,
-    or the trace's for a shared system prompt): ``(base, shared tokens, index of
-    the first span not wholly shared, its tokens shared)``; ``(None, 0, 0, 0)``
-    if none shares any."""
-    best = (None, 0, 0, 0)
-    for base in bases:
-        if base is None:
-            continue
-        shared = index = partial = 0
-        for (content, n), (other, m) in zip(spans, base[0]):
-            if content != other:
-                break
-            if n != m:
-                partial = min(n, m)
-                break
-            shared += n
-            index += 1
-        if shared + partial > best[1]:
-            best = (base, shared + partial, index, partial)
-    return best
+#: requests per batch sent to hashing (see :mod:`simulator.prompt_hashing`)
+_BATCH = 2000
+_DIGEST = DIGEST_BYTES
 
 
 class _Ends:
@@ -217,11 +194,11 @@ class KeyedTrace:
     @classmethod
     def build(cls, requests: Iterable[Request], *, block_tokens: int = 4096, namespace: str = "kvsim",
               write_tail: bool = True, source: str = "",
-              progress=None) -> "KeyedTrace":
+              progress=None, jobs: int = 1) -> "KeyedTrace":
         """Hash every prompt of ``requests`` once; ``progress(n)`` is called
-        every 1,000 requests."""
-        ns = Namespace(namespace)
-        tokens_of = TokenMaterializer()
+        every 1,000 requests. With ``jobs > 1`` that many processes hash the
+        prompts (:func:`simulator.prompt_hashing.hash_batches`) while this one
+        reads the trace and numbers the keys: the same arrays, sooner."""
         ids: dict[bytes, int] = {}
         id_tokens: list[int] = []
         ends = _Ends()  # every prompt end so far, by the span of its last token
@@ -231,67 +208,70 @@ class KeyedTrace:
         cols = {name: [] for name in ("t", "session", "engine", "warmup", "total", "aligned_ids", "tail_len", "tail_ids",
                                       "blend_pos", "blend_end", "blend_cap")}
         aligned_start, tail_start, blend_start = [0], [0], [0]
+        waiting: deque[tuple[int, list[int], bool]] = deque()  # per request sent to hash: total, candidates, own end
 
-        def intern(hexkey: str, tokens: int) -> int:
-            digest = bytes.fromhex(hexkey)
+        def batches() -> Iterator[list]:
+            """What each request needs hashed, in batches; everything that does not
+            need its keys is recorded here (this runs ahead of the hashing)."""
+            batch = []
+            for request in requests:
+                spans = request.prompt
+                total = sum(n for _, n in spans)
+                candidates = ends.extended_by(spans)  # earlier ends this prompt may extend
+                own = bool(write_tail and total % block_tokens)
+                if own:
+                    ends.add(spans)
+                waiting.append((total, candidates, own))
+                batch.append((request.session, spans, [*candidates, total] if own else candidates))
+                cols["t"].append(request.t)
+                cols["session"].append(session_ids.setdefault(request.session, len(session_ids)))
+                cols["warmup"].append(bool(request.tags.get("warmup")))
+                engine = request.tags.get("engine")
+                cols["engine"].append(-1 if engine is None else engine_ids.setdefault(str(engine), len(engine_ids)))
+                cols["total"].append(total)
+                reusable = blend.candidates(spans)
+                for start, end, cap in reusable:
+                    cols["blend_pos"].append(start)
+                    cols["blend_end"].append(end)
+                    cols["blend_cap"].append(cap)
+                blend_start.append(blend_start[-1] + len(reusable))
+                if len(batch) == _BATCH:
+                    yield batch
+                    batch = []
+            if batch:
+                yield batch
+
+        def intern(digest: bytes, tokens: int) -> int:
             found = ids.get(digest)
             if found is None:
                 found = ids[digest] = len(id_tokens)
                 id_tokens.append(tokens)
             return found
 
-        # a session's previous prompt (and the trace's), to resume hashing over the history they share
-        recent: OrderedDict[str, tuple[tuple, PrefixKeys]] = OrderedDict()
-        previous = None
         count = 0
-        for request in requests:
-            base, shared, index, partial = _likeliest_base(request.prompt, recent.get(request.session), previous)
-            if base is None:
-                prefix = PrefixKeys(ns, tokens_of.tokens(request.prompt), block_tokens)
-            else:  # the shared tokens from the earlier prompt, the rest materialised
-                rest = [tokens_of.content(content, n) for content, n in request.prompt[index:]]
-                if rest and partial:
-                    rest[0] = rest[0][partial:]
-                prefix = PrefixKeys.extending(base[1], np.concatenate([base[1].tokens[:shared], *rest]))
-            previous = recent[request.session] = (request.prompt, prefix)
-            recent.move_to_end(request.session)
-            if len(recent) > _RECENT_SESSIONS:
-                recent.popitem(last=False)
-            total = len(prefix)
-            blocks = total // block_tokens
-            aligned = [intern(prefix.key(i * block_tokens), i * block_tokens) for i in range(blocks + 1)]
-            tails: dict[int, int] = {}
-            candidates = ends.extended_by(request.prompt)  # earlier ends this prompt may extend
-            if candidates:
-                for n, hexkey in zip(candidates, prefix.keys_at(candidates)):
-                    found = ids.get(bytes.fromhex(hexkey))
+        for digests in hash_batches(batches(), namespace, block_tokens, jobs=jobs):
+            for blob in digests:  # (ids are numbered here, in trace order, whoever hashed the prompt)
+                total, candidates, own = waiting.popleft()
+                blocks = total // block_tokens
+                aligned = [intern(blob[i * _DIGEST: (i + 1) * _DIGEST], i * block_tokens) for i in range(blocks + 1)]
+                tails: dict[int, int] = {}
+                at = (blocks + 1) * _DIGEST
+                for n in candidates:
+                    found = ids.get(blob[at: at + _DIGEST])
                     if found is not None:
                         tails[n] = found
-            if write_tail and total % block_tokens:
-                own = intern(prefix.key(total), total)
-                tails[total] = own
-                ends.add(request.prompt)
-            cols["t"].append(request.t)
-            cols["session"].append(session_ids.setdefault(request.session, len(session_ids)))
-            cols["warmup"].append(bool(request.tags.get("warmup")))
-            engine = request.tags.get("engine")
-            cols["engine"].append(-1 if engine is None else engine_ids.setdefault(str(engine), len(engine_ids)))
-            cols["total"].append(total)
-            cols["aligned_ids"].extend(aligned)
-            aligned_start.append(aligned_start[-1] + len(aligned))
-            for n in sorted(tails):
-                cols["tail_len"].append(n)
-                cols["tail_ids"].append(tails[n])
-            tail_start.append(tail_start[-1] + len(tails))
-            reusable = blend.candidates(request.prompt)
-            for start, end, cap in reusable:
-                cols["blend_pos"].append(start)
-                cols["blend_end"].append(end)
-                cols["blend_cap"].append(cap)
-            blend_start.append(blend_start[-1] + len(reusable))
-            count += 1
-            if progress is not None and count % 1000 == 0:
-                progress(count)
+                    at += _DIGEST
+                if own:
+                    tails[total] = intern(blob[at: at + _DIGEST], total)
+                cols["aligned_ids"].extend(aligned)
+                aligned_start.append(aligned_start[-1] + len(aligned))
+                for n in sorted(tails):
+                    cols["tail_len"].append(n)
+                    cols["tail_ids"].append(tails[n])
+                tail_start.append(tail_start[-1] + len(tails))
+                count += 1
+                if progress is not None and count % 1000 == 0:
+                    progress(count)
         arrays = {
             "t": np.asarray(cols["t"], dtype=np.float64),
             "session": np.asarray(cols["session"], dtype=np.int64),

@@ -1,9 +1,14 @@
 """A trace's keys computed once (``simulator.keyed``) against the store's keys of each prompt."""
 
+import numpy as np
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from kvstore.keys import Namespace, PrefixKeys
+from simulator import keyed
+from simulator.generators.openclaw import OpenClawConfig, generate as generate_openclaw
 from simulator.keyed import KeyedTrace
+from simulator.prompt_hashing import hash_batches
 from simulator.tokens import TokenMaterializer
 from simulator.trace import Request
 
@@ -61,3 +66,24 @@ def test_each_prompt_knows_exactly_the_earlier_ends_whose_store_key_it_has(reque
         for n, key_id in keys.prompt(i).known_tails().items():
             assert id_of.setdefault(prefix.key(n), key_id) == key_id
     assert len(set(id_of.values())) == len(id_of)
+
+
+def test_hashing_in_worker_processes_gives_the_same_arrays():
+    """Two processes hash a trace of several batches (sessions split between
+    them, each resuming from its own earlier prompts): every array is the one
+    this process computes alone."""
+    requests = generate_openclaw(OpenClawConfig(sessions=150, session_gap_s=20, seed=31))
+    assert len(requests) > 2 * keyed._BATCH  # (so the workers are used, and batches wait in line)
+    alone = KeyedTrace.build(requests, block_tokens=1024)
+    shared = KeyedTrace.build(requests, block_tokens=1024, jobs=2)
+    assert alone._a.keys() == shared._a.keys()
+    for name, array in alone._a.items():
+        assert array.dtype == shared._a[name].dtype and np.array_equal(array, shared._a[name]), name
+    assert alone.sessions == shared.sessions
+
+
+def test_a_hashing_process_that_fails_is_an_error_naming_it():
+    batches = [[("s", (("sys", 9),), [])], [("s", None, [])], [("s", (("sys", 9),), [])]]
+    with pytest.raises(RuntimeError, match=r"(?s)hashing process kvsim-hash-\d failed:\n.*TypeError"):
+        for _ in hash_batches(batches, "kvsim", 4, jobs=2):
+            pass

@@ -244,7 +244,7 @@ def test_a_sweep_killed_midway_goes_on_where_it_stopped(tmp_path):
 def _count_hashing(tmp_path, monkeypatch):
     """Count prompts hashed and traces read by the command line."""
     import simulator.cli
-    import simulator.keyed
+    import simulator.prompt_hashing
     import simulator.replay
     from simulator.generators.openclaw import OpenClawConfig, generate
     from simulator.trace import write_trace
@@ -253,7 +253,7 @@ def _count_hashing(tmp_path, monkeypatch):
     requests = generate(OpenClawConfig(sessions=3, turns=(2, 3), seed=5))
     write_trace(trace, requests)
     hashed, reads = [], []
-    real_keys, real_read = simulator.keyed.PrefixKeys, simulator.cli.read_trace
+    real_keys, real_read = simulator.prompt_hashing.PrefixKeys, simulator.cli.read_trace
 
     class CountingKeys(real_keys):
         def __init__(self, *args, **kwargs):
@@ -269,7 +269,7 @@ def _count_hashing(tmp_path, monkeypatch):
         reads.append(path)
         return real_read(path)
 
-    for module in (simulator.keyed, simulator.replay):
+    for module in (simulator.prompt_hashing, simulator.replay):
         monkeypatch.setattr(module, "PrefixKeys", CountingKeys)
     monkeypatch.setattr(simulator.cli, "read_trace", counting_read)
     return hashed, reads, requests, trace

@@ -53,6 +53,8 @@ _VERSION = 2
 #: requests per batch sent to hashing (see :mod:`simulator.prompt_hashing`)
 _BATCH = 2000
 _DIGEST = DIGEST_BYTES
+#: requests whose arrays :meth:`KeyedTrace.rows` reads into lists at once
+_ROWS_AT_ONCE = 4096
 
 
 class _Ends:
@@ -334,12 +336,27 @@ class KeyedTrace:
                                    a["blend_cap"][lo:hi].tolist()), loaded)
 
     def rows(self) -> Iterator[tuple[RequestInfo, KeyedPrompt]]:
-        """Every request's info and keys, in trace order."""
-        a = self._a
+        """Every request's info and keys, in trace order. The arrays are read
+        a few thousand requests at a time into lists (reading them request by
+        request costs more than the rest of this). O(blocks) per request."""
+        a, block = self._a, self.block_tokens
         t, session, warmup = a["t"].tolist(), a["session"].tolist(), a["warmup"].tolist()
         engine, engines = a["engine"].tolist(), self.engines + [None]  # -1 (no tag) picks None
-        for i in range(len(self)):
-            yield RequestInfo(self.sessions[session[i]], t[i], warmup[i], engines[engine[i]]), self.prompt(i)
+        sessions = self.sessions
+        for lo in range(0, len(self), _ROWS_AT_ONCE):
+            hi = min(len(self), lo + _ROWS_AT_ONCE)
+            totals = a["total"][lo:hi].tolist()
+            aligned_at, tails_at = a["aligned_start"][lo:hi + 1].tolist(), a["tail_start"][lo:hi + 1].tolist()
+            aligned = a["aligned_ids"][aligned_at[0]:aligned_at[-1]].tolist()
+            tail_len = a["tail_len"][tails_at[0]:tails_at[-1]].tolist()
+            tail_ids = a["tail_ids"][tails_at[0]:tails_at[-1]].tolist()
+            a0, t0 = aligned_at[0], tails_at[0]
+            for j in range(hi - lo):
+                i = lo + j
+                first, last = tails_at[j] - t0, tails_at[j + 1] - t0
+                tails = dict(zip(tail_len[first:last], tail_ids[first:last])) if last > first else {}
+                yield (RequestInfo(sessions[session[i]], t[i], warmup[i], engines[engine[i]]),
+                       KeyedPrompt(aligned[aligned_at[j] - a0:aligned_at[j + 1] - a0], tails, totals[j], block))
 
     def last_request_of_sessions(self) -> dict[str, int]:
         """Each session's last request index."""

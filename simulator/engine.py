@@ -22,6 +22,7 @@ Both need ``pip install 'kvstore[llama]'`` and a GGUF model.
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import shutil
 import tempfile
@@ -194,7 +195,9 @@ def _fit_prefill(points: Sequence[tuple[int, int, float]]) -> tuple[float, float
     seconds = np.array([s for _, _, s in points], dtype=float)
     weighted = rows / seconds[:, None]
     (per_token, per_square), *_ = np.linalg.lstsq(weighted, np.ones(len(points)), rcond=None)
-    if per_square <= 0:  # no measurable slowdown with context
+    if per_square <= 0 or per_token <= 0:
+        # no measurable slowdown with context, or timings too noisy to tell the two
+        # terms apart (the quadratic one took all the time): tokens alone, then
         per_token = float(np.sum(rows[:, 0] * seconds) / np.sum(rows[:, 0] ** 2))
         return 1.0 / per_token, 1e12
     return 1.0 / per_token, per_token / (2 * per_square)
@@ -202,18 +205,22 @@ def _fit_prefill(points: Sequence[tuple[int, int, float]]) -> tuple[float, float
 
 def calibrate_llama(model_path: str, *, n_ctx: int = 4096, threads: int = 2, name: str = "llama",
                     lengths: Sequence[int] | None = None, block_tokens: int = 512,
-                    workdir: str | None = None, progress: Callable[[str, float], None] | None = None
-                    ) -> Calibration:
+                    workdir: str | None = None, progress: Callable[[str, float], None] | None = None,
+                    repeats: int = 1) -> Calibration:
     """Measure ``model_path`` on this machine and fit a :class:`Profile`.
 
     ``lengths`` (default: 1/8, 1/4, 1/2 and 3/4 of ``n_ctx``) are the prompt
-    lengths prefilled cold and, from half their length, warm; checkpoint states
+    lengths prefilled cold and, from half their length, warm (each timing the
+    fastest of ``repeats`` runs: on a busy machine, other work only adds
+    time); checkpoint states
     are taken at each; two of them are saved to a store in ``workdir`` (a
     temp dir by default) and loaded back with the page cache dropped.
     ``progress(step, fraction_done)`` reports each step.
     """
     from llama_cpp import Llama
 
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be an int >= 1, got {repeats!r}")
     lengths = sorted(set(lengths or [n_ctx // 8, n_ctx // 4, n_ctx // 2, 3 * n_ctx // 4]))
     if len(lengths) < 2 or lengths[0] < 2 or lengths[-1] > n_ctx:
         raise ValueError(f"lengths must be at least two values in [2, n_ctx={n_ctx}], got {list(lengths)}")
@@ -235,12 +242,17 @@ def calibrate_llama(model_path: str, *, n_ctx: int = 4096, threads: int = 2, nam
         llama._ctx.kv_cache_clear()
 
     def timed_eval(start: int, end: int) -> float:
-        fresh()
-        if start:
-            llama.eval(prompt[:start])
-        began = time.perf_counter()
-        llama.eval(prompt[start:end])
-        return time.perf_counter() - began
+        """Seconds to prefill ``prompt[start:end]`` after ``prompt[:start]``: the best
+        of ``repeats`` runs (another process on the machine only ever adds time)."""
+        best = math.inf
+        for _ in range(repeats):
+            fresh()
+            if start:
+                llama.eval(prompt[:start])
+            began = time.perf_counter()
+            llama.eval(prompt[start:end])
+            best = min(best, time.perf_counter() - began)
+        return best
 
     timed_eval(0, min(64, lengths[0]))  # warm-up: first-call allocations are not prefill
     prefill, state = [], []
@@ -273,13 +285,15 @@ def calibrate_llama(model_path: str, *, n_ctx: int = 4096, threads: int = 2, nam
     per_byte = max((t_large - t_small) / max(large - small, 1), 1e-12)
     latency = max(0.0, t_small - small * per_byte)
 
-    fresh()
-    llama.eval(prompt[:256])
-    decoded = 32
-    began = time.perf_counter()
-    for token in prompt[256:256 + decoded]:
-        llama.eval([token])
-    decode = (decoded, time.perf_counter() - began)
+    decoded, decode_seconds = 32, math.inf
+    for _ in range(repeats):  # (the best of them, as for prefill)
+        fresh()
+        llama.eval(prompt[:256])
+        began = time.perf_counter()
+        for token in prompt[256:256 + decoded]:
+            llama.eval([token])
+        decode_seconds = min(decode_seconds, time.perf_counter() - began)
+    decode = (decoded, decode_seconds)
     step("decode")
 
     tps, halving = _fit_prefill(prefill)

@@ -69,6 +69,7 @@ def _calibrated(args):
         calibration = calibrate_llama(
             _model_path(args.model), n_ctx=args.n_ctx, threads=args.threads, name=args.name,
             lengths=_lengths(getattr(args, "lengths", None)), block_tokens=args.block_tokens,
+            repeats=getattr(args, "repeats", 1),
             progress=lambda step, done: progress.update(task, completed=100 * done, description=step))
     print(f"calibrated {calibration.profile.name}: prefill fit error {calibration.fit_error:.1%} "
           f"(largest, over {len(calibration.prefill)} points)", file=sys.stderr)
@@ -233,7 +234,7 @@ def _engine_options(p: argparse.ArgumentParser) -> None:
 
 def add_engine_commands(sub) -> None:
     """Add ``calibrate``, ``engine-replay`` and ``validate`` to ``kvsim``'s subcommands."""
-    from .cli import METRICS_HELP
+    from .cli import METRICS_HELP, _positive_int
 
     p = sub.add_parser("calibrate", help="measure a real engine on this machine and write a cost profile")
     engines = p.add_subparsers(dest="engine", required=True)
@@ -250,6 +251,9 @@ def add_engine_commands(sub) -> None:
     c.add_argument("--name", default="llama", help="profile name (default llama)")
     c.add_argument("--lengths", help="prompt lengths to measure, comma-separated (default: 1/8, 1/4, 1/2, 3/4 "
                                      "of --n-ctx)")
+    c.add_argument("--repeats", type=_positive_int, default=1, metavar="N",
+                   help="time each prefill and the decode N times and keep the fastest (default 1; 3 on a "
+                        "machine where other work runs: it only ever adds time; N times as long)")
     c.add_argument("-o", "--output", metavar="FILE.toml", help="also write the profile to this file")
     c.set_defaults(func=cmd_calibrate)
 
@@ -280,6 +284,8 @@ def add_engine_commands(sub) -> None:
     p.add_argument("--profile", default="llama", help="its name in --profiles-file (default llama)")
     p.add_argument("--name", default="llama", help=argparse.SUPPRESS)
     p.add_argument("--lengths", help="calibration prompt lengths (default: 1/8 .. 3/4 of --n-ctx)")
+    p.add_argument("--repeats", type=_positive_int, default=1, metavar="N",
+                   help="calibration: keep the fastest of N timings of each point (default 1)")
     p.add_argument("--index-bytes", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_validate)

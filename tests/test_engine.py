@@ -50,7 +50,7 @@ def test_calibrate_writes_a_profile_kvsim_reads(tmp_path, llama, capsys):
 
     out = tmp_path / "mine.toml"
     assert main(["calibrate", "llama", "--model", "smollm2", "--n-ctx", "1024", "--lengths", "128,256,512",
-                 "--name", "mine", "-o", str(out)]) == 0
+                 "--repeats", "2", "--name", "mine", "-o", str(out)]) == 0
     captured = capsys.readouterr()
     assert "prefill fit error" in captured.err and "[profiles.mine]" in captured.out
     text = out.read_text()
@@ -91,3 +91,26 @@ def test_engine_commands_name_what_is_wrong(tmp_path, capsys):
     assert "5000 tokens" in err and "n_ctx=1024" in err and "--scale" in err
     assert main(["validate", TRACE, "--model", "smollm2", "--capacity", "20%", "--policies", "belady"]) == 2
     assert "needs the future" in capsys.readouterr().err
+
+
+def test_a_prefill_fit_of_noisy_timings_never_gives_a_negative_rate():
+    """Timings where a busy machine slowed the long prompts far more than
+    attention would: the two-term fit puts all the time in the quadratic term
+    (a negative rate per token); the calibration falls back to tokens alone."""
+    import numpy as np
+
+    from simulator.engine import _fit_prefill, calibrate_llama
+
+    points = [(0, 128, 0.001), (64, 128, 0.0005), (0, 256, 0.004), (128, 256, 0.004), (0, 512, 0.05),
+              (256, 512, 0.045)]
+    rows = np.array([[b - a, b * b - a * a] for a, b, _ in points], dtype=float)
+    seconds = np.array([s for *_, s in points])
+    (per_token, _), *_ = np.linalg.lstsq(rows / seconds[:, None], np.ones(len(points)), rcond=None)
+    assert per_token < 0  # (what the two-term fit alone would give)
+    tps, halving = _fit_prefill(points)
+    assert 0 < tps < float("inf") and halving > 0
+    tokens = sum(b - a for a, b, _ in points)
+    assert tps == pytest.approx(sum((b - a) ** 2 for a, b, _ in points) / sum((b - a) * s for a, b, s in points))
+    assert tokens / tps == pytest.approx(sum(s for *_, s in points), rel=0.5)
+    with pytest.raises(ValueError, match="repeats must be an int >= 1, got 0"):
+        calibrate_llama("any.gguf", repeats=0)

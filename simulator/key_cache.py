@@ -1,12 +1,13 @@
 """A sweep's hashed keys, kept beside its ``--results`` file until it finishes,
 so a sweep resumed after a crash (or a Ctrl-C) does not hash the trace again.
 
-Hashing is the one pass every run of a sweep waits for: about three minutes for
-a million requests. The keys go to ``FILE.jsonl.keys/``, written under
-``.partial`` and renamed once complete, with the trace's content (SHA-1 of
-the file) beside them; the keys' own metadata records their block size,
-namespace and tails. A later sweep maps them only when all of these match; otherwise it hashes again
-and replaces them. The sweep removes them once every run it was asked for is
+Hashing is the one pass every run of a sweep waits for: about a minute and a
+half for a million requests with ``--jobs 2``. The keys go to
+``FILE.jsonl.keys/``, written under ``.partial`` and renamed once complete,
+with the trace's content (SHA-1 of the file) beside them; the keys' own
+metadata records their block size, namespace and tails. A later sweep maps
+them only when all of these match; otherwise it hashes again and replaces
+them. The sweep removes them once every run it was asked for is
 on file, since the results alone are what a finished sweep needs.
 
 >>> import os, tempfile

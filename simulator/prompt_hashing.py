@@ -110,10 +110,20 @@ class PromptHasher:
 
 def _serve(inbox, outbox, namespace: str, block_tokens: int) -> None:
     """A worker: hash each batch from ``inbox`` into ``outbox`` (a list of digests
-    per batch) until ``None``; on an error, send its traceback as text and stop."""
+    per batch) until ``None``, or until the parent is gone (killed, it sends
+    nothing more); on an error, send its traceback as text and stop."""
     hasher = PromptHasher(namespace, block_tokens)
+    parent = multiprocessing.parent_process()
     try:
-        while (batch := inbox.get()) is not None:
+        while True:
+            try:
+                batch = inbox.get(timeout=1.0)
+            except queue.Empty:
+                if parent is not None and not parent.is_alive():
+                    return
+                continue
+            if batch is None:
+                return
             outbox.put([hasher.digests(*item) for item in batch])
     except BaseException:  # (the parent raises it: a worker must not die silently)
         outbox.put(traceback.format_exc())

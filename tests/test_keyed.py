@@ -1,5 +1,11 @@
 """A trace's keys computed once (``simulator.keyed``) against the store's keys of each prompt."""
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -87,3 +93,48 @@ def test_a_hashing_process_that_fails_is_an_error_naming_it():
     with pytest.raises(RuntimeError, match=r"(?s)hashing process kvsim-hash-\d failed:\n.*TypeError"):
         for _ in hash_batches(batches, "kvsim", 4, jobs=2):
             pass
+
+
+_ENDLESS_HASHING = """
+import multiprocessing, sys
+from simulator.prompt_hashing import hash_batches
+
+def batches():
+    for i in range(10 ** 9):
+        yield [(f"s{i % 7}", ((f"c{i}", 3000),), [])]
+
+if __name__ == "__main__":
+    digests = hash_batches(batches(), "kvsim", 1024, jobs=2)
+    next(digests)
+    print(" ".join(str(p.pid) for p in multiprocessing.active_children()), flush=True)
+    for _ in digests:
+        pass
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return any(line.split()[:2] == ["State:", "Z"] for line in status)  # (exited, not reaped)
+    except FileNotFoundError:
+        return True
+
+
+def test_hashing_processes_stop_when_their_parent_is_killed(tmp_path):
+    """A sweep killed while it hashes (SIGKILL: no clean-up runs) leaves no
+    hashing process behind: each notices its parent is gone within seconds."""
+    script = tmp_path / "endless.py"
+    script.write_text(_ENDLESS_HASHING)
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        workers = [int(pid) for pid in parent.stdout.readline().split()]
+        assert len(workers) == 2 and not any(_gone(pid) for pid in workers)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while not all(_gone(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert all(_gone(pid) for pid in workers)
+    finally:
+        parent.kill()

@@ -647,6 +647,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (TraceError, ValueError, OSError) as exc:
         print(f"kvsim: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # (Ctrl-C: one line, and where the work done so far is)
+        kept = getattr(args, "results", None)
+        print("kvsim: interrupted" + (f"; the runs finished so far are in {kept}: the same command goes on "
+                                       "from there" if kept else ""), file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -154,8 +154,7 @@ def test_a_sweep_stopped_midway_keeps_its_keys_and_goes_on_without_hashing_again
         raise KeyboardInterrupt
 
     monkeypatch.setattr(simulator.cli, "sweep", stopped_after_one)
-    with pytest.raises(KeyboardInterrupt):
-        main([*command, "--results", str(runs)])
+    assert main([*command, "--results", str(runs)]) == 130  # (Ctrl-C)
     assert len(hashed) == len(requests) and keys_dir.is_dir() and len(runs.read_text().splitlines()) == 1
     monkeypatch.setattr(simulator.cli, "sweep", real_sweep)
     capsys.readouterr()
@@ -170,11 +169,9 @@ def test_a_sweep_stopped_midway_keeps_its_keys_and_goes_on_without_hashing_again
     other = str(tmp_path / "other.jsonl")  # another trace under the same results file
     write_trace(other, generate(OpenClawConfig(sessions=3, turns=(2, 3), seed=6)))
     monkeypatch.setattr(simulator.cli, "sweep", stopped_after_one)
-    with pytest.raises(KeyboardInterrupt):
-        main(["sweep", other, *command[2:], "--results", str(runs)])  # leaves the other trace's keys
+    assert main(["sweep", other, *command[2:], "--results", str(runs)]) == 130  # leaves the other trace's keys
     hashed.clear()
-    with pytest.raises(KeyboardInterrupt):
-        main(["sweep", trace, "--capacities", "25%", *command[4:], "--results", str(runs)])
+    assert main(["sweep", trace, "--capacities", "25%", *command[4:], "--results", str(runs)]) == 130
     assert len(hashed) == len(requests)  # the keys on file were the other trace's
 
 
@@ -408,3 +405,40 @@ def test_session_hints_flag_reaches_the_replay(tmp_path, capsys):
         assert main(["simulate", trace, "--capacity", "5%", "--policy", "lru", "--json", *flag]) == 0
         seconds[bool(flag)] = json.loads(capsys.readouterr().out)[0]["reprefill_seconds"]
     assert seconds[True] < seconds[False]  # ended sessions' own checkpoints went first
+
+
+def test_ctrl_c_ends_a_parallel_sweep_with_one_line_and_no_process_left(tmp_path):
+    """Ctrl-C in a terminal interrupts the whole process group (the sweep, its
+    hashing and replay workers): the sweep says in one line where the finished
+    runs are, exits 130, prints no traceback, and no process of it is left."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    trace = os.path.join(os.path.dirname(__file__), "..", "traces", "openclaw-strip-history.jsonl")
+    runs = tmp_path / "runs.jsonl"
+    sweep = subprocess.Popen([sys.executable, "-m", "simulator.cli", "sweep", trace, "--capacities", "5%,50%",
+                              "--jobs", "2", "--policies", "lru,fifo,lfu,gdsf,hicache,prefix-chain,marconi",
+                              "--results", str(runs)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    deadline = time.monotonic() + 120
+    while (not runs.exists() or not runs.read_bytes().count(b"\n")) and time.monotonic() < deadline:
+        assert sweep.poll() is None, "the sweep ended before it could be interrupted"
+        time.sleep(0.02)
+    os.killpg(sweep.pid, signal.SIGINT)
+    _, err = sweep.communicate(timeout=60)
+    assert sweep.returncode == 130, err
+    assert err.strip().splitlines()[-1] == (f"kvsim: interrupted; the runs finished so far are in {runs}: "
+                                            "the same command goes on from there")
+    assert "Traceback" not in err, err
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(sweep.pid, 0)  # anything of the sweep's process group still running?
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("a process of the interrupted sweep is still running")

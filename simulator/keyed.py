@@ -52,7 +52,6 @@ _VERSION = 2
 
 #: requests per batch sent to hashing (see :mod:`simulator.prompt_hashing`)
 _BATCH = 2000
-_DIGEST = DIGEST_BYTES
 #: requests whose arrays :meth:`KeyedTrace.rows` reads into lists at once
 _ROWS_AT_ONCE = 4096
 
@@ -255,16 +254,17 @@ class KeyedTrace:
             for blob in digests:  # (ids are numbered here, in trace order, whoever hashed the prompt)
                 total, candidates, own = waiting.popleft()
                 blocks = total // block_tokens
-                aligned = [intern(blob[i * _DIGEST: (i + 1) * _DIGEST], i * block_tokens) for i in range(blocks + 1)]
+                aligned = [intern(blob[i * DIGEST_BYTES: (i + 1) * DIGEST_BYTES], i * block_tokens)
+                           for i in range(blocks + 1)]
                 tails: dict[int, int] = {}
-                at = (blocks + 1) * _DIGEST
+                at = (blocks + 1) * DIGEST_BYTES
                 for n in candidates:
-                    found = ids.get(blob[at: at + _DIGEST])
+                    found = ids.get(blob[at: at + DIGEST_BYTES])
                     if found is not None:
                         tails[n] = found
-                    at += _DIGEST
+                    at += DIGEST_BYTES
                 if own:
-                    tails[total] = intern(blob[at: at + _DIGEST], total)
+                    tails[total] = intern(blob[at: at + DIGEST_BYTES], total)
                 cols["aligned_ids"].extend(aligned)
                 aligned_start.append(aligned_start[-1] + len(aligned))
                 for n in sorted(tails):
@@ -319,11 +319,23 @@ class KeyedTrace:
 
     def prompt(self, i: int) -> KeyedPrompt:
         """The keys of request ``i``. O(blocks)."""
-        a = self._a
-        lo, hi = int(a["tail_start"][i]), int(a["tail_start"][i + 1])
-        tails = dict(zip(a["tail_len"][lo:hi].tolist(), a["tail_ids"][lo:hi].tolist())) if hi > lo else {}
-        return KeyedPrompt(a["aligned_ids"][int(a["aligned_start"][i]):int(a["aligned_start"][i + 1])].tolist(),
-                           tails, int(a["total"][i]), self.block_tokens)
+        return next(self._prompts(i, i + 1))
+
+    def _prompts(self, lo: int, hi: int) -> Iterator[KeyedPrompt]:
+        """The keys of requests ``lo`` to ``hi - 1``, their arrays read into lists
+        at once (read request by request, they cost more than the rest of a
+        prompt). O(blocks) per request."""
+        a, block = self._a, self.block_tokens
+        totals = a["total"][lo:hi].tolist()
+        aligned_at, tails_at = a["aligned_start"][lo:hi + 1].tolist(), a["tail_start"][lo:hi + 1].tolist()
+        aligned = a["aligned_ids"][aligned_at[0]:aligned_at[-1]].tolist()
+        tail_len = a["tail_len"][tails_at[0]:tails_at[-1]].tolist()
+        tail_ids = a["tail_ids"][tails_at[0]:tails_at[-1]].tolist()
+        a0, t0 = aligned_at[0], tails_at[0]
+        for j in range(hi - lo):
+            first, last = tails_at[j] - t0, tails_at[j + 1] - t0
+            tails = dict(zip(tail_len[first:last], tail_ids[first:last])) if last > first else {}
+            yield KeyedPrompt(aligned[aligned_at[j] - a0:aligned_at[j + 1] - a0], tails, totals[j], block)
 
     def blend_tokens(self, i: int, loaded: int) -> int:
         """Tokens past ``loaded`` a CacheBlend-style engine could reuse: content
@@ -336,27 +348,14 @@ class KeyedTrace:
                                    a["blend_cap"][lo:hi].tolist()), loaded)
 
     def rows(self) -> Iterator[tuple[RequestInfo, KeyedPrompt]]:
-        """Every request's info and keys, in trace order. The arrays are read
-        a few thousand requests at a time into lists (reading them request by
-        request costs more than the rest of this). O(blocks) per request."""
-        a, block = self._a, self.block_tokens
+        """Every request's info and keys, in trace order, read a few thousand
+        requests at a time. O(blocks) per request."""
+        a, sessions = self._a, self.sessions
         t, session, warmup = a["t"].tolist(), a["session"].tolist(), a["warmup"].tolist()
         engine, engines = a["engine"].tolist(), self.engines + [None]  # -1 (no tag) picks None
-        sessions = self.sessions
         for lo in range(0, len(self), _ROWS_AT_ONCE):
-            hi = min(len(self), lo + _ROWS_AT_ONCE)
-            totals = a["total"][lo:hi].tolist()
-            aligned_at, tails_at = a["aligned_start"][lo:hi + 1].tolist(), a["tail_start"][lo:hi + 1].tolist()
-            aligned = a["aligned_ids"][aligned_at[0]:aligned_at[-1]].tolist()
-            tail_len = a["tail_len"][tails_at[0]:tails_at[-1]].tolist()
-            tail_ids = a["tail_ids"][tails_at[0]:tails_at[-1]].tolist()
-            a0, t0 = aligned_at[0], tails_at[0]
-            for j in range(hi - lo):
-                i = lo + j
-                first, last = tails_at[j] - t0, tails_at[j + 1] - t0
-                tails = dict(zip(tail_len[first:last], tail_ids[first:last])) if last > first else {}
-                yield (RequestInfo(sessions[session[i]], t[i], warmup[i], engines[engine[i]]),
-                       KeyedPrompt(aligned[aligned_at[j] - a0:aligned_at[j + 1] - a0], tails, totals[j], block))
+            for i, prompt in enumerate(self._prompts(lo, min(len(self), lo + _ROWS_AT_ONCE)), lo):
+                yield RequestInfo(sessions[session[i]], t[i], warmup[i], engines[engine[i]]), prompt
 
     def last_request_of_sessions(self) -> dict[str, int]:
         """Each session's last request index."""

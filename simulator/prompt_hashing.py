@@ -21,6 +21,7 @@ True
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import queue
 import traceback
@@ -199,9 +200,7 @@ def hash_batches(batches: Iterable[list[Item]], namespace: str, block_tokens: in
     second = next(batches, None) if first is not None else None
     if jobs <= 1 or second is None:
         hasher = PromptHasher(namespace, block_tokens)
-        for batch in (b for b in (first, second) if b is not None):
-            yield [hasher.digests(*item) for item in batch]
-        for batch in batches:
+        for batch in itertools.chain((b for b in (first, second) if b is not None), batches):
             yield [hasher.digests(*item) for item in batch]
         return
     workers = _Workers(jobs, namespace, block_tokens)

@@ -241,18 +241,23 @@ def calibrate_llama(model_path: str, *, n_ctx: int = 4096, threads: int = 2, nam
         llama.reset()
         llama._ctx.kv_cache_clear()
 
-    def timed_eval(start: int, end: int) -> float:
-        """Seconds to prefill ``prompt[start:end]`` after ``prompt[:start]``: the best
-        of ``repeats`` runs (another process on the machine only ever adds time)."""
+    def fastest(start: int, timed: Callable[[], None]) -> float:
+        """Seconds ``timed()`` takes with ``prompt[:start]`` evaluated first: the
+        fastest of ``repeats`` runs (another process on the machine only ever
+        adds time)."""
         best = math.inf
         for _ in range(repeats):
             fresh()
             if start:
                 llama.eval(prompt[:start])
             began = time.perf_counter()
-            llama.eval(prompt[start:end])
+            timed()
             best = min(best, time.perf_counter() - began)
         return best
+
+    def timed_eval(start: int, end: int) -> float:
+        """Seconds to prefill ``prompt[start:end]`` after ``prompt[:start]``."""
+        return fastest(start, lambda: llama.eval(prompt[start:end]))
 
     timed_eval(0, min(64, lengths[0]))  # warm-up: first-call allocations are not prefill
     prefill, state = [], []
@@ -285,15 +290,13 @@ def calibrate_llama(model_path: str, *, n_ctx: int = 4096, threads: int = 2, nam
     per_byte = max((t_large - t_small) / max(large - small, 1), 1e-12)
     latency = max(0.0, t_small - small * per_byte)
 
-    decoded, decode_seconds = 32, math.inf
-    for _ in range(repeats):  # (the best of them, as for prefill)
-        fresh()
-        llama.eval(prompt[:256])
-        began = time.perf_counter()
+    decoded = 32
+
+    def decode_tokens() -> None:
         for token in prompt[256:256 + decoded]:
             llama.eval([token])
-        decode_seconds = min(decode_seconds, time.perf_counter() - began)
-    decode = (decoded, decode_seconds)
+
+    decode = (decoded, fastest(256, decode_tokens))
     step("decode")
 
     tps, halving = _fit_prefill(prefill)

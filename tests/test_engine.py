@@ -91,6 +91,10 @@ def test_engine_commands_name_what_is_wrong(tmp_path, capsys):
     assert "5000 tokens" in err and "n_ctx=1024" in err and "--scale" in err
     assert main(["validate", TRACE, "--model", "smollm2", "--capacity", "20%", "--policies", "belady"]) == 2
     assert "needs the future" in capsys.readouterr().err
+    for command in (["calibrate", "llama"], ["validate", TRACE, "--capacity", "20%"]):
+        with pytest.raises(SystemExit) as exit_:
+            main([*command, "--model", "smollm2", "--repeats", "0"])
+        assert exit_.value.code == 2 and "argument --repeats: must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_a_prefill_fit_of_noisy_timings_never_gives_a_negative_rate():

@@ -77,6 +77,13 @@ class ReplayConfig:
     #: the store's index slice of ``capacity_bytes`` (None: the store's default,
     #: 1/64 of it between 1 MiB and 1 GiB; 0 models no index at all)
     index_bytes: int | None = None
+    #: entry_bytes() per length, computed once (cleared when any field is set)
+    _sizes: dict[int, int] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        object.__setattr__(self, name, value)
+        if name != "_sizes":  # (what a size depends on may have changed)
+            object.__setattr__(self, "_sizes", {})
 
     def __post_init__(self) -> None:
         if isinstance(self.capacity_bytes, bool) or not isinstance(self.capacity_bytes, int) \
@@ -111,9 +118,20 @@ class ReplayConfig:
 
     def entry_bytes(self, tokens: int) -> int:
         """Bytes the checkpoint's file takes in the store: its payload plus the
-        file header, exactly as the store counts it (``kvstore.accounting``)."""
-        return file_bytes(payload_len=self.payload_bytes(tokens), tokens=tokens,
-                          block_tokens=self.block_tokens)
+        file header, exactly as the store counts it (``kvstore.accounting``).
+        A replay asks this for every checkpoint it writes or loads, so each
+        length's answer is kept. Runtime complexity: O(1).
+
+        >>> from simulator.costmodel import PROFILES
+        >>> config = ReplayConfig(capacity_bytes=2**30, policy="lru", profile=PROFILES["ds4"])
+        >>> config.entry_bytes(8192) == config.entry_bytes(8192) > config.entry_bytes(4096)
+        True
+        """
+        size = self._sizes.get(tokens)
+        if size is None:
+            size = self._sizes[tokens] = file_bytes(payload_len=self.payload_bytes(tokens), tokens=tokens,
+                                                    block_tokens=self.block_tokens)
+        return size
 
     def budget(self) -> int:
         """Bytes the store gives checkpoint files: ``capacity_bytes`` less the index slice."""

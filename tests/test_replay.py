@@ -215,3 +215,20 @@ def test_tokens_are_the_generators_draws_for_any_length():
     m = TokenMaterializer()
     grown = m.content("doc", 5), m.content("doc", 9)  # a longer span of a content drawn again
     assert np.array_equal(grown[1][:5], grown[0]) and len(grown[1]) == 9
+
+
+def test_entry_bytes_follow_the_config_they_are_kept_for():
+    """``entry_bytes`` keeps each length's size; setting any field of the config
+    (its profile, layout or grid) computes them again."""
+    config = ReplayConfig(capacity_bytes=2**30, policy="lru", profile=PROFILES["ds4"])
+    snapshot = config.entry_bytes(5000)
+    assert snapshot == file_bytes(payload_len=PROFILES["ds4"].checkpoint_bytes(5000), tokens=5000, block_tokens=4096)
+    config.profile = PROFILES["qwen7b-laptop"]
+    assert config.entry_bytes(5000) == file_bytes(payload_len=PROFILES["qwen7b-laptop"].checkpoint_bytes(5000),
+                                                  tokens=5000, block_tokens=4096) != snapshot
+    config.layout = "chained"
+    assert config.entry_bytes(5000) == file_bytes(payload_len=PROFILES["qwen7b-laptop"].block_bytes(904),
+                                                  tokens=5000, block_tokens=4096)
+    config.block_tokens = 1000
+    assert config.entry_bytes(5000) == file_bytes(payload_len=PROFILES["qwen7b-laptop"].block_bytes(1000),
+                                                  tokens=5000, block_tokens=1000)

@@ -13,7 +13,9 @@ computed once) three ways, each the best of five, side by side with ``lru``:
    the eviction manager alone.
 
 The difference between 1 and 2 is the victim search; between 2 and 3, the
-bookkeeping the policy's hooks do on every insert, hit and eviction.
+bookkeeping the policy's hooks do on every insert, hit and eviction. Every
+replay runs with the rarer cyclic garbage collections of ``kvsim``
+(``simulator.collector``), as in ``bench_replay.py``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from policies.base import Policy  # noqa: E402
 from policies.registry import resolve  # noqa: E402
+from simulator.collector import rarer_collections  # noqa: E402
 from simulator.costmodel import PROFILES  # noqa: E402
 from simulator.keyed import KeyedTrace  # noqa: E402
 from simulator.replay import ReplayConfig, replay  # noqa: E402
@@ -102,7 +105,8 @@ def main() -> None:
 
     def run(policy) -> dict:
         config = ReplayConfig(capacity_bytes=int(working_set * args.capacity), policy=policy, profile=PROFILES["ds4"])
-        return replay(None, config, keys=keys).as_dict()
+        with rarer_collections():  # (as every kvsim replay, and bench_replay.py, runs)
+            return replay(None, config, keys=keys).as_dict()
 
     recorded = resolve(args.policy)
     recorder = Recorder(recorded)

@@ -88,7 +88,10 @@ the store is full (the default admits everything and lets eviction decide).
 Cost: an age bucket holds its checkpoints sorted by ``saved/bytes``; the victim
 is the lowest of the bucket minima, and checkpoints move to an older bucket
 when asked for a victim — O(buckets · log n) per victim, and at most one move
-per bucket in a checkpoint's idle spell. A kind's densities are computed again
+per bucket in a checkpoint's idle spell. The buckets live in
+:mod:`policies.age_buckets`, compiled when the package was built with a C
+compiler (``native=``; the pure-Python twin makes the same decisions, about
+half as fast end to end). A kind's densities are computed again
 (O(buckets)) after any hit of that kind, and after its other counts (spells
 ended by an eviction, checkpoints idle in each bucket) changed by more than
 ``drift`` of their total: every move, insert and eviction changes those by
@@ -102,16 +105,16 @@ strip-history trace at 5%.
 
 from __future__ import annotations
 
-import collections
-import heapq
 import math
 
+from .age_buckets import age_buckets
 from .base import EntryView, Policy
 
 __all__ = ["PrefixChainPolicy", "KINDS"]
 
 KINDS = ("tail", "leaf", "interior", "branch")
 _KIND_BY_CHILDREN = ("leaf", "interior", "branch")  # by the most stored aligned children, up to 2
+_KIND_INDEX = {kind: i for i, kind in enumerate(KINDS)}
 
 
 class PrefixChainPolicy(Policy):
@@ -136,6 +139,9 @@ class PrefixChainPolicy(Policy):
     :param drift: how far a kind's spell ends and idle counts may change, as a
         share of their total, before its densities are computed again (0: after
         every change). Hits always count at once.
+    :param native: keep the age buckets in the compiled index (``None``: when it
+        was built; ``True``: required; ``False``: the pure-Python one). Both make
+        the same decisions; see :mod:`policies.age_buckets`.
     """
 
     name = "prefix-chain"
@@ -147,7 +153,8 @@ class PrefixChainPolicy(Policy):
     def __init__(self, *, prefix_weight: float = 0.0, learn_kinds: bool = True,
                  admit_threshold: float = 0.0, marginal: bool = True,
                  context_scale: float = 65_536.0, age_base: float = 2.0, memory: int = 8_000,
-                 clock: str = "events", prior_decay: float = 0.5, drift: float = 0.01) -> None:
+                 clock: str = "events", prior_decay: float = 0.5, drift: float = 0.01,
+                 native: bool | None = None) -> None:
         if not 0.0 <= prefix_weight <= 1.0:
             raise ValueError(f"prefix_weight must be in [0, 1], got {prefix_weight!r}")
         if not 0.0 <= admit_threshold <= 1.0:
@@ -187,26 +194,11 @@ class PrefixChainPolicy(Policy):
         self._kind: dict[str, str] = {}
         self._weight: dict[str, float] = {}
         self._extended: dict[str, int] = {}  # most stored aligned children seen
-        self._group: dict[str, tuple[int, str, int]] = {}  # each eligible key -> (priority, kind, bucket)
-        # per group, two heaps with lazy deletion: an entry counts while its key is
-        # still linked in that group with that weight and last use (stale heads are
-        # popped where a head is read: in _age and victim)
-        self._by_weight: dict[tuple[int, str, int], list] = {}  # heap of (weight, last use, key)
-        self._by_age: dict[tuple[int, str, int], list] = {}  # heap of (last use, key)
-        self._live: dict[tuple[int, str, int], int] = {}  # keys linked in each group
-        # each group's least entry that is not stale, or None once that entry went
-        # stale (looked up again by the next victim): the victim reads only these
-        self._least: dict[tuple[int, str, int], tuple | None] = {}
-        self._groups_at: collections.Counter[int] = collections.Counter()  # groups in use per priority
+        # the eligible checkpoints, grouped by priority, kind and age bucket
+        self._index = age_buckets(kinds=len(KINDS), buckets=self.BUCKETS, age_base=self.age_base, native=native)
         self._pending_rescore: dict[str, None] = {}  # an ordered set: runs repeat across processes
-        self._idle = {k: [0] * self.BUCKETS for k in KINDS}  # eligible checkpoints per kind and age bucket
-        # when each group's oldest checkpoint crosses into an older bucket: a heap of
-        # (time, group), with the earliest time scheduled for each group
-        self._moves: list[tuple[float, tuple[int, str, int]]] = []
-        self._move_at: dict[tuple[int, str, int], float] = {}
         self._widths = [self.age_base * 2 ** b for b in range(self.BUCKETS)]
         self._mids = [self._bucket_start(b) + self._widths[b] / 2 for b in range(self.BUCKETS)]
-        self._starts = [self._bucket_start(b) for b in range(self.BUCKETS + 1)]
         # per bucket, oldest first: (bucket, width, middle, prior hits), the prior
         # divided by the decay once per bucket exactly as the suffix sums go
         terms, prior = [], 0.01 * self.prior_decay ** self.BUCKETS
@@ -216,6 +208,7 @@ class PrefixChainPolicy(Policy):
         self._suffix_terms = tuple(terms)
         # a bucket above every one with hits, ends or idle checkpoints has density
         # prior / width: _densities starts below the highest bucket ever used per kind
+        # (the higher of this, for spell ends, and the index's top, for idle checkpoints)
         self._top = dict.fromkeys(KINDS, -1)
         self._empty = [(0.0 + prior) / ((0.0 - mid * 0.0) + 0.0 * width / 2 + width)
                        for _, width, mid, prior in reversed(terms)]
@@ -276,15 +269,18 @@ class PrefixChainPolicy(Policy):
     def _densities(self, kind: str) -> tuple[list[float], float]:
         """Density of each age bucket of ``kind``, and the spell ends and idle
         checkpoints they count. Runtime complexity: O(BUCKETS)."""
+        index = self._index
         if self.learn_kinds:
-            hits, ends, idle = self.hits[kind], self.ends[kind], self._idle[kind]
+            hits, ends, idle = self.hits[kind], self.ends[kind], index.idle(_KIND_INDEX[kind])
+            top = max(self._top[kind], index.top(_KIND_INDEX[kind]))
         else:
             hits = [sum(column) for column in zip(*(self.hits[k] for k in KINDS))]
-            ends = [sum(column) for column in zip(*(self.ends[k] for k in KINDS), *(self._idle[k] for k in KINDS))]
+            ends = [sum(column) for column in zip(*(self.ends[k] for k in KINDS),
+                                                  *(index.idle(i) for i in range(len(KINDS))))]
             idle = [0] * self.BUCKETS
+            top = max(max(self._top.values()), max(index.top(i) for i in range(len(KINDS))))
         # checkpoints still idle count as spells lasting at least their age so far:
         # without them, ages where nothing was ever evicted would look promising
-        top = self._top[kind] if self.learn_kinds else max(self._top.values())
         out = self._empty.copy()  # (the buckets above ``top``: every sum there is 0)
         hit_sum = later_ends = later_time = 0.0
         for b, width, mid, prior in self._suffix_terms[self.BUCKETS - 1 - top:]:  # oldest bucket first
@@ -360,63 +356,18 @@ class PrefixChainPolicy(Policy):
 
     # ------------------------------------------------- the ordered buckets
     def _unlink(self, key: str) -> None:
-        """Take ``key`` out of its group (its heap entries go stale). O(1)."""
-        group = self._group.pop(key, None)
-        if group is None:
-            return
-        self._idle[group[1]][group[2]] -= 1
-        self._drift(group[1])
-        live = self._live[group] = self._live[group] - 1
-        if not live:
-            del self._by_weight[group], self._by_age[group], self._live[group], self._least[group]
-            self._groups_at[group[0]] -= 1
-            return
-        least = self._least[group]
-        if least is not None and least[2] == key:
-            self._least[group] = None
-        if len(self._by_weight[group]) > 2 * live + 64:
-            self._compact(group)
+        """Take ``key`` out of its group, if it is in one. O(log n)."""
+        if self._index.unlink(key):
+            self._drift(self._kind[key])
 
     def _link(self, key: str, bucket: int | None = None) -> None:
         """Put ``key`` in the group of its priority, kind and age bucket. O(log n)."""
         if bucket is None:
             bucket = self.bucket(self._now - self._last_use[key])
-        self._enter(key, (self.view.entry(key).priority, self._kind[key], bucket))
-
-    def _enter(self, key: str, group: tuple[int, str, int]) -> None:
-        """Add ``key`` to ``group``'s heaps and counts, and schedule its next move. O(log n)."""
-        _, kind, bucket = group
-        self._group[key] = group
-        last_use = self._last_use[key]
-        by_weight = self._by_weight.get(group)
-        item = (self._weight[key], last_use, key)
-        if by_weight is None:
-            by_weight = self._by_weight[group] = []
-            self._groups_at[group[0]] += 1
-            self._by_age[group], self._live[group] = [], 0
-            self._least[group] = item
-        else:
-            least = self._least[group]
-            if least is not None and item < least:
-                self._least[group] = item
-        heapq.heappush(by_weight, item)
-        heapq.heappush(self._by_age[group], (last_use, key))
-        live = self._live[group] = self._live[group] + 1
-        self._idle[kind][bucket] += 1
-        if bucket > self._top[kind]:
-            self._top[kind] = bucket
+        kind = self._kind[key]
+        self._index.link(key, self.view.entry(key).priority, _KIND_INDEX[kind], bucket,
+                         self._weight[key], self._last_use[key])
         self._drift(kind)
-        if bucket < self.BUCKETS - 1:
-            self._schedule(group, last_use + self._starts[bucket + 1])
-        if len(by_weight) > 2 * live + 64:
-            self._compact(group)
-
-    def _compact(self, group: tuple[int, str, int]) -> None:
-        """Drop the stale entries of a group's heaps. O(entries)."""
-        live = {e for e in self._by_weight[group]
-                if self._group.get(e[2]) == group and self._weight[e[2]] == e[0] and self._last_use[e[2]] == e[1]}
-        self._by_weight[group] = sorted(live)
-        self._by_age[group] = sorted((e[1], e[2]) for e in live)
 
     def _rescore(self, key: str) -> None:
         """Compute ``key``'s kind and weight again, and move it only if either changed
@@ -435,112 +386,16 @@ class PrefixChainPolicy(Policy):
         weight = self._saved(entry.tokens, self._below(key)) / max(1, entry.size)
         if kind == self._kind.get(key) and weight == self._weight.get(key):
             return
-        eligible = key in self._group
+        eligible = key in self._index
         self._unlink(key)
         self._kind[key], self._weight[key] = kind, weight
         if eligible:
             self._link(key)
 
-    def _schedule(self, group: tuple[int, str, int], when: float) -> None:
-        """Make sure ``group`` is looked at by ``when``. O(log groups)."""
-        if when < self._move_at.get(group, math.inf):
-            self._move_at[group] = when
-            heapq.heappush(self._moves, (when, group))
-
-    def _age(self, now: float) -> None:
-        """Move checkpoints whose idle time crossed into an older bucket: only the
-        groups whose oldest checkpoint is due (``_unlink`` then ``_enter`` of
-        each, inlined: this is the policy's hot path). Runtime complexity:
-        O(log groups) while none is due, plus O(log n) per checkpoint moved."""
-        moves, move_at = self._moves, self._move_at
-        due = now + 1e-9 * (1.0 + abs(now))  # (a margin for a seconds clock)
-        if not moves or moves[0][0] > due:
-            return
-        group_of, last_use_of, weight_of = self._group, self._last_use, self._weight
-        by_weight_of, by_age_of, live_of, starts = self._by_weight, self._by_age, self._live, self._starts
-        least_of = self._least
-        last_bucket, top, age_base = self.BUCKETS - 1, self._top, self.age_base
-        heappush, heappop, inf, log2 = heapq.heappush, heapq.heappop, math.inf, math.log2
-        # times scheduled meanwhile are pushed after the loop: on a seconds clock one can
-        # fall inside the rounding margin, and pushed at once it would be popped forever
-        later: list[tuple[float, tuple[int, str, int]]] = []
-        while moves and moves[0][0] <= due:
-            when, group = heappop(moves)
-            if move_at.get(group) != when:
-                continue  # rescheduled earlier, or already handled
-            del move_at[group]
-            if group not in live_of:
-                continue  # emptied since
-            priority, kind, bucket_from = group
-            start = starts[bucket_from + 1]
-            cutoff, older, idle = now - start, bucket_from + 1, self._idle[kind]
-            heap, moved = by_age_of[group], 0
-            while True:
-                last_use, key = heap[0]  # the oldest entry that is not stale (see _by_weight)
-                if group_of.get(key) != group or last_use_of[key] != last_use:
-                    heappop(heap)
-                    continue
-                if last_use > cutoff:  # (_schedule, inlined, into ``later``)
-                    when = last_use + start
-                    if when < move_at.get(group, inf):
-                        move_at[group] = when
-                        later.append((when, group))
-                    break
-                heappop(heap)  # (this entry: stale once moved)
-                if not moved:
-                    least = least_of[group]
-                moved += 1
-                if least is not None and least[2] == key:
-                    least = least_of[group] = None
-                b = int(log2(1 + (now - last_use) / age_base))  # (self.bucket, inlined: the age is > 0)
-                if b > last_bucket:
-                    b = last_bucket
-                if b < older:
-                    b = older
-                target = (priority, kind, b)
-                group_of[key] = target
-                idle[bucket_from] -= 1
-                idle[b] += 1
-                if b > top[kind]:
-                    top[kind] = b
-                by_weight = by_weight_of.get(target)
-                item = (weight_of[key], last_use, key)
-                if by_weight is None:
-                    by_weight = by_weight_of[target] = []
-                    self._groups_at[priority] += 1
-                    by_age_of[target], live_of[target] = [], 0
-                    least_of[target] = item
-                else:
-                    target_least = least_of[target]
-                    if target_least is not None and item < target_least:
-                        least_of[target] = item
-                heappush(by_weight, item)
-                heappush(by_age_of[target], (last_use, key))
-                live = live_of[target] = live_of[target] + 1
-                if b < last_bucket:
-                    when = last_use + starts[b + 1]
-                    if when < move_at.get(target, inf):
-                        move_at[target] = when
-                        later.append((when, target))
-                if len(by_weight) > 2 * live + 64:
-                    self._compact(target)
-                left = live_of[group] = live_of[group] - 1
-                if not left:
-                    del by_weight_of[group], by_age_of[group], live_of[group], least_of[group]
-                    self._groups_at[priority] -= 1
-                    break
-                if len(by_weight_of[group]) > 2 * left + 64:
-                    self._compact(group)
-                    heap = by_age_of[group]
-            if moved:  # the kind's idle counts changed: one less here, one more there per move
-                self._drift(kind, 2 * moved)
-        for item in later:
-            heappush(moves, item)
-
     def _use(self, key: str, now: float, used: float) -> None:
         now = self._time(now, True)
         self._end_spell(key, now, used)
-        eligible = key in self._group
+        eligible = key in self._index
         self._unlink(key)
         self._last_use[key] = now
         if eligible:
@@ -567,7 +422,7 @@ class PrefixChainPolicy(Policy):
             self._use(key, now, self.prefix_weight)
 
     def on_eligible(self, key: str, eligible: bool) -> None:
-        if eligible and key not in self._group:
+        if eligible and key not in self._index:
             self._link(key)
         elif not eligible:
             self._unlink(key)
@@ -599,56 +454,32 @@ class PrefixChainPolicy(Policy):
         self._time(now, False)
         if self._pending_rescore:
             self._flush()
-        if not self._group:
+        index = self._index
+        if not len(index):
             return None
-        self._age(self._now)
-        lowest = min(p for p, groups in self._groups_at.items() if groups)
-        group_of, weight_of, last_use_of, by_weight_of = self._group, self._weight, self._last_use, self._by_weight
-        least_of, heappop = self._least, heapq.heappop
-        # the least (rank, last use, key), compared as that tuple would be
-        best_rank, best_use, best_key = math.inf, math.inf, None
-        tables: dict[str, list[float]] = {}
-        for group, least in self._least.items():
-            priority, kind, b = group
-            if priority != lowest:
-                continue
-            if least is None:  # its least entry went stale: the least that is not (see _by_weight)
-                heap = by_weight_of[group]
-                while True:
-                    weight, last_use, key = heap[0]
-                    if group_of.get(key) == group and weight_of[key] == weight and last_use_of[key] == last_use:
-                        break
-                    heappop(heap)
-                least_of[group] = heap[0]
-            else:
-                weight, last_use, key = least
-            table = tables.get(kind)
-            if table is None:
-                table = tables[kind] = self._table(kind)
-            rank = table[b] * weight
-            if rank < best_rank or best_key is None or (rank == best_rank and (
-                    last_use < best_use or (last_use == best_use and key < best_key))):
-                best_rank, best_use, best_key = rank, last_use, key
-        return best_key
+        moved = index.age(self._now)
+        if moved is not None:  # each move: one idle checkpoint less in a bucket, one more in another
+            for i, count in enumerate(moved):
+                if count:
+                    self._drift(KINDS[i], 2 * count)
+        return index.victim(self._table_at)
+
+    def _table_at(self, kind: int) -> list[float]:
+        """:meth:`_table` of the ``kind``-th of :data:`KINDS` (the index numbers kinds)."""
+        return self._table(KINDS[kind])
 
     def _check(self) -> None:
-        assert set(self._group) <= set(self._last_use)
+        index = self._index
+        index.check()
+        assert set(index.keys()) <= set(self._last_use)
         assert set(self._last_use) == set(self._kind) == set(self._weight) >= set(self._extended)
-        assert +self._groups_at == collections.Counter(group[0] for group in self._live)
-        assert self._least.keys() == self._live.keys()
-        count = 0
-        for group, live in self._live.items():
-            members = {key for key, g in self._group.items() if g == group}
-            assert live == len(members) > 0
-            fresh = {e[2] for e in self._by_weight[group]
-                     if self._weight.get(e[2]) == e[0] and self._last_use.get(e[2]) == e[1]} & members
-            assert fresh == members == {e[1] for e in self._by_age[group] if self._last_use.get(e[1]) == e[0]} & members
-            least = self._least[group]
-            assert least is None or least == min(e for e in self._by_weight[group] if e[2] in fresh
-                                                 and self._weight[e[2]] == e[0] and self._last_use[e[2]] == e[1])
-            count += live
-        assert count == len(self._group)
-        for kind in KINDS:
+        for key in index.keys():
+            entry = index.entry(key)
+            assert entry is not None
+            priority, kind_index, bucket, weight, last_use = entry
+            assert (priority, KINDS[kind_index], weight, last_use) == (
+                self.view.entry(key).priority, self._kind[key], self._weight[key], self._last_use[key])
+        for i, kind in enumerate(KINDS):
+            top, idle = max(self._top[kind], index.top(i)), index.idle(i)
             for b in range(self.BUCKETS):
-                assert self._idle[kind][b] == sum(1 for g in self._group.values() if g[1:] == (kind, b))
-                assert b <= self._top[kind] or not (self.hits[kind][b] or self.ends[kind][b] or self._idle[kind][b])
+                assert b <= top or not (self.hits[kind][b] or self.ends[kind][b] or idle[b])

@@ -299,14 +299,16 @@ def _chain_entry(i: int, priority: int) -> Entry:
                  ancestors=ancestors, tail=tail, priority=priority)
 
 
+@pytest.mark.parametrize("native", [False, True], ids=["python", "compiled"])
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.large_base_example])
 @given(st.randoms(use_true_random=False), st.sampled_from(["events", "seconds"]), st.booleans())
-def test_prefix_chain_victim_is_the_least_rank_of_a_full_scan(rnd, clock, learn_kinds):
+def test_prefix_chain_victim_is_the_least_rank_of_a_full_scan(native, rnd, clock, learn_kinds):
     """Long random walks of inserts, hits, removals, pins and evictions: the
     victim is always the eligible checkpoint with the least (priority, rank,
     last use, key) over every checkpoint (its groups, their cached least entries
-    and the aged buckets say no more than that); ``_check`` holds after every step."""
-    p = PrefixChainPolicy(clock=clock, learn_kinds=learn_kinds, memory=25)
+    and the aged buckets say no more than that); ``_check`` holds after every step.
+    Both age-bucket indexes: the pure-Python one and the compiled one."""
+    p = PrefixChainPolicy(clock=clock, learn_kinds=learn_kinds, memory=25, native=native)
 
     def is_the_least_rank(m, victim):
         eligible = [m.entry(k) for k in list(m) if m.is_eligible(k)]
@@ -362,7 +364,7 @@ def test_prefix_chain_densities_drift_at_most_their_share_and_follow_hits_at_onc
     computing = p._densities
 
     def counts(kind):
-        return [e + i for e, i in zip(p.ends[kind], p._idle[kind])]
+        return [e + i for e, i in zip(p.ends[kind], p._index.idle(KINDS.index(kind)))]
 
     def recording(kind):
         table, total = computing(kind)

@@ -54,6 +54,9 @@ typedef struct {
     int top[MAX_KINDS];
     PyObject *tables[MAX_KINDS];          /* the table last returned per kind (owned) */
     double values[MAX_KINDS][MAX_BUCKETS]; /* ... and its values */
+    PyObject *terms;                      /* the terms densities() last read (owned) */
+    double term_values[MAX_BUCKETS][4];   /* ... as (bucket, width, middle, prior) */
+    Py_ssize_t n_terms;
 } AgeBuckets;
 
 /* ------------------------------------------------------------ ordering */
@@ -255,9 +258,20 @@ slot_alloc(AgeBuckets *s)
 }
 
 /* the slot id of `key`, -1 if it is not linked, -2 on error */
+static int
+not_ready(AgeBuckets *s)
+{
+    if (s->where != NULL)
+        return 0;
+    PyErr_SetString(PyExc_RuntimeError, "AgeBuckets.__init__ was not called");
+    return 1;
+}
+
 static Py_ssize_t
 slot_of(AgeBuckets *s, PyObject *key)
 {
+    if (not_ready(s))
+        return -2;
     PyObject *id = PyDict_GetItemWithError(s->where, key);
     if (id == NULL)
         return PyErr_Occurred() ? -2 : -1;
@@ -327,6 +341,7 @@ AgeBuckets_dealloc(AgeBuckets *self)
     }
     for (int k = 0; k < MAX_KINDS; k++)
         Py_XDECREF(self->tables[k]);
+    Py_XDECREF(self->terms);
     PyMem_Free(self->levels);
     PyMem_Free(self->slots);
     PyMem_Free(self->free_ids);
@@ -342,6 +357,8 @@ AgeBuckets_link(AgeBuckets *self, PyObject *const *args, Py_ssize_t nargs)
                      "link(key, priority, kind, bucket, weight, last_use) takes 6 arguments, got %zd", nargs);
         return NULL;
     }
+    if (not_ready(self))
+        return NULL;
     PyObject *key = args[0], *priority = args[1];
     long kind = PyLong_AsLong(args[2]), bucket = PyLong_AsLong(args[3]);
     double weight = PyFloat_AsDouble(args[4]), last_use = PyFloat_AsDouble(args[5]);
@@ -557,6 +574,142 @@ AgeBuckets_victim(AgeBuckets *self, PyObject *table_of)
     return Py_NewRef(self->slots[best].key);
 }
 
+static inline double
+as_double(PyObject *value)
+{
+    return PyFloat_CheckExact(value) ? PyFloat_AS_DOUBLE(value) : PyFloat_AsDouble(value);
+}
+
+/* read terms: a sequence of (bucket, width, middle, prior), kept while it is the same object */
+static int
+read_terms(AgeBuckets *self, PyObject *terms)
+{
+    if (terms == self->terms)
+        return 0;
+    PyObject *seq = PySequence_Fast(terms, "terms must be a sequence of (bucket, width, middle, prior)");
+    if (seq == NULL)
+        return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n != self->buckets) {
+        PyErr_Format(PyExc_ValueError, "terms has %zd entries for %d buckets", n, self->buckets);
+        Py_DECREF(seq);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *term = PySequence_Fast_GET_ITEM(seq, i);
+        if (!PyTuple_Check(term) || PyTuple_GET_SIZE(term) != 4) {
+            PyErr_SetString(PyExc_ValueError, "each term must be a (bucket, width, middle, prior) tuple");
+            Py_DECREF(seq);
+            return -1;
+        }
+        long b = PyLong_AsLong(PyTuple_GET_ITEM(term, 0));
+        if (b == -1 && PyErr_Occurred()) {
+            Py_DECREF(seq);
+            return -1;
+        }
+        if (b < 0 || b >= self->buckets) {
+            PyErr_Format(PyExc_ValueError, "a term's bucket must be in [0, %d), got %ld", self->buckets, b);
+            Py_DECREF(seq);
+            return -1;
+        }
+        self->term_values[i][0] = (double)b;
+        for (int j = 1; j < 4; j++) {
+            double v = as_double(PyTuple_GET_ITEM(term, j));
+            if (v == -1.0 && PyErr_Occurred()) {
+                Py_DECREF(seq);
+                return -1;
+            }
+            self->term_values[i][j] = v;
+        }
+    }
+    Py_DECREF(seq);
+    Py_INCREF(terms);
+    Py_XSETREF(self->terms, terms);
+    self->n_terms = self->buckets;
+    return 0;
+}
+
+static int
+read_doubles(PyObject *values, const char *name, int count, double *out)
+{
+    PyObject *seq = PySequence_Fast(values, name);
+    if (seq == NULL)
+        return -1;
+    if (PySequence_Fast_GET_SIZE(seq) < count) {
+        PyErr_Format(PyExc_ValueError, "%s has %zd values for %d buckets", name, PySequence_Fast_GET_SIZE(seq), count);
+        Py_DECREF(seq);
+        return -1;
+    }
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    for (int i = 0; i < count; i++) {
+        double v = as_double(items[i]);
+        if (v == -1.0 && PyErr_Occurred()) {
+            Py_DECREF(seq);
+            return -1;
+        }
+        out[i] = v;
+    }
+    Py_DECREF(seq);
+    return 0;
+}
+
+static PyObject *
+AgeBuckets_densities(AgeBuckets *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_Format(PyExc_TypeError,
+                     "densities(hits, ends, kind, top, terms, empty) takes 6 arguments, got %zd", nargs);
+        return NULL;
+    }
+    int buckets = self->buckets;
+    double hits[MAX_BUCKETS], ends[MAX_BUCKETS], out[MAX_BUCKETS];
+    if (read_doubles(args[0], "hits", buckets, hits) < 0 || read_doubles(args[1], "ends", buckets, ends) < 0
+        || read_doubles(args[5], "empty", buckets, out) < 0 || read_terms(self, args[4]) < 0)
+        return NULL;
+    long kind = -1;
+    if (args[2] != Py_None) {
+        kind = PyLong_AsLong(args[2]);
+        if (kind == -1 && PyErr_Occurred())
+            return NULL;
+        if (kind < 0 || kind >= self->kinds) {
+            PyErr_Format(PyExc_ValueError, "kind must be None or in [0, %d), got %ld", self->kinds, kind);
+            return NULL;
+        }
+    }
+    long top = PyLong_AsLong(args[3]);
+    if (top == -1 && PyErr_Occurred())
+        return NULL;
+    if (top < -1 || top >= buckets) {
+        PyErr_Format(PyExc_ValueError, "top must be in [-1, %d), got %ld", buckets, top);
+        return NULL;
+    }
+    /* the same operations, in the same order, as AgeBuckets.densities in age_buckets.py
+       (built with -ffp-contract=off: no fused multiply-adds, so every rounding agrees) */
+    double hit_sum = 0.0, later_ends = 0.0, later_time = 0.0;
+    for (Py_ssize_t i = buckets - 1 - top; i < buckets; i++) {
+        const double *term = self->term_values[i];
+        int b = (int)term[0];
+        double width = term[1], mid = term[2], prior = term[3];
+        hit_sum += hits[b];
+        double e = kind < 0 ? ends[b] + 0.0 : ends[b] + (double)self->idle[kind][b];
+        out[b] = (hit_sum + prior) / ((later_time - mid * later_ends) + e * width / 2 + width);
+        later_ends += e;
+        later_time += e * mid;
+    }
+    PyObject *table = PyList_New(buckets);
+    if (table == NULL)
+        return NULL;
+    for (int b = 0; b < buckets; b++) {
+        PyObject *v = PyFloat_FromDouble(out[b]);
+        if (v == NULL) {
+            Py_DECREF(table);
+            return NULL;
+        }
+        PyList_SET_ITEM(table, b, v);
+    }
+    return Py_BuildValue("(Nd)", table, later_ends);
+}
+
 static PyObject *
 AgeBuckets_idle(AgeBuckets *self, PyObject *arg)
 {
@@ -610,6 +763,8 @@ AgeBuckets_entry(AgeBuckets *self, PyObject *key)
 static PyObject *
 AgeBuckets_keys(AgeBuckets *self, PyObject *Py_UNUSED(ignored))
 {
+    if (not_ready(self))
+        return NULL;
     return PyDict_Keys(self->where);
 }
 
@@ -623,6 +778,8 @@ fail_check(const char *what)
 static PyObject *
 AgeBuckets_check(AgeBuckets *self, PyObject *Py_UNUSED(ignored))
 {
+    if (not_ready(self))
+        return NULL;
     Py_ssize_t counted = 0;
     Py_ssize_t idle[MAX_KINDS][MAX_BUCKETS] = {{0}};
     for (int level = 0; level < self->n_levels; level++) {
@@ -669,6 +826,8 @@ AgeBuckets_len(AgeBuckets *self)
 static int
 AgeBuckets_contains(AgeBuckets *self, PyObject *key)
 {
+    if (not_ready(self))
+        return -1;
     return PyDict_Contains(self->where, key);
 }
 
@@ -681,6 +840,8 @@ static PyMethodDef AgeBuckets_methods[] = {
      "age(now) -> moves per kind, or None: move checkpoints whose idle time crossed into an older bucket."},
     {"victim", (PyCFunction)AgeBuckets_victim, METH_O,
      "victim(table_of) -> key or None: the least table_of(kind)[bucket] * weight at the lowest priority."},
+    {"densities", (PyCFunction)(void (*)(void))AgeBuckets_densities, METH_FASTCALL,
+     "densities(hits, ends, kind, top, terms, empty) -> (hit density per bucket, spells counted)."},
     {"idle", (PyCFunction)AgeBuckets_idle, METH_O, "idle(kind) -> linked checkpoints per bucket."},
     {"top", (PyCFunction)AgeBuckets_top, METH_O, "top(kind) -> the highest bucket a checkpoint of kind entered."},
     {"entry", (PyCFunction)AgeBuckets_entry, METH_O,

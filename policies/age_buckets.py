@@ -46,6 +46,9 @@ class AgeBucketsIndex(Protocol):
              last_use: float) -> None: ...
     def unlink(self, key: str) -> bool: ...
     def age(self, now: float) -> tuple[int, ...] | None: ...
+    def densities(self, hits: Sequence[float], ends: Sequence[float], kind: int | None, top: int,
+                  terms: Sequence[tuple[int, float, float, float]],
+                  empty: Sequence[float]) -> tuple[list[float], float]: ...
     def victim(self, table_of: Callable[[int], Sequence[float]]) -> str | None: ...
     def idle(self, kind: int) -> list[int]: ...
     def top(self, kind: int) -> int: ...
@@ -125,6 +128,7 @@ class AgeBuckets:
         self._least: dict[Group, tuple[float, float, str] | None] = {}
         self._groups_at: collections.Counter[int] = collections.Counter()  # groups in use per priority
         self._idle = [[0] * buckets for _ in range(kinds)]
+        self._zeros = [0] * buckets
         self._top = [-1] * kinds
         # when each group's oldest checkpoint crosses into an older bucket: a heap of
         # (time, group), with the earliest time scheduled for each group
@@ -313,6 +317,38 @@ class AgeBuckets:
         for move in later:
             heappush(moves, move)
         return tuple(counts) if any(counts) else None
+
+    def densities(self, hits: Sequence[float], ends: Sequence[float], kind: int | None, top: int,
+                  terms: Sequence[tuple[int, float, float, float]],
+                  empty: Sequence[float]) -> tuple[list[float], float]:
+        """LHD's hit density of every age bucket up to ``top``, from the hits and
+        the ended idle spells counted per bucket, plus the checkpoints of ``kind``
+        idle in each bucket now (a spell at least that long; ``kind=None``: none
+        counted here); buckets above ``top`` keep ``empty``'s values. ``terms``
+        gives, oldest bucket first, each bucket's ``(bucket, width, middle,
+        prior hits)``. Returns the densities and the spells counted. For the
+        formula, see :mod:`policies.prefix_chain`. Runtime complexity: O(buckets).
+
+        >>> index = AgeBuckets(kinds=1, buckets=2, age_base=1.0)
+        >>> terms = ((1, 2.0, 2.0, 0.0), (0, 1.0, 0.5, 0.0))
+        >>> index.densities([1.5, 0.0], [1.0, 1.0], None, 1, terms, [9.0, 9.0])
+        ([0.5, 0.0], 2.0)
+        >>> index.densities([1.5, 0.0], [1.0, 1.0], None, 0, terms, [9.0, 9.0])  # bucket 1 left as given
+        ([1.0, 9.0], 1.0)
+        """
+        idle = self._zeros if kind is None else self._idle[kind]
+        out = list(empty)
+        hit_sum = later_ends = later_time = 0.0
+        for b, width, mid, prior in terms[self.buckets - 1 - top:]:  # oldest bucket first
+            hit_sum += hits[b]
+            # expected idle time still to come, summed over spells that reached bucket b:
+            # those ending (or still idle) in a later bucket, those within this one
+            # (half its width on average), and a prior of one spell lasting its whole width
+            e = ends[b] + idle[b]
+            out[b] = (hit_sum + prior) / ((later_time - mid * later_ends) + e * width / 2 + width)
+            later_ends += e
+            later_time += e * mid
+        return out, later_ends
 
     def victim(self, table_of: Callable[[int], Sequence[float]]) -> str | None:
         """The linked key of least ``(table_of(kind)[bucket] · weight, last use, key)``

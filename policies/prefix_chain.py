@@ -271,28 +271,15 @@ class PrefixChainPolicy(Policy):
         checkpoints they count. Runtime complexity: O(BUCKETS)."""
         index = self._index
         if self.learn_kinds:
-            hits, ends, idle = self.hits[kind], self.ends[kind], index.idle(_KIND_INDEX[kind])
-            top = max(self._top[kind], index.top(_KIND_INDEX[kind]))
-        else:
-            hits = [sum(column) for column in zip(*(self.hits[k] for k in KINDS))]
-            ends = [sum(column) for column in zip(*(self.ends[k] for k in KINDS),
-                                                  *(index.idle(i) for i in range(len(KINDS))))]
-            idle = [0] * self.BUCKETS
-            top = max(max(self._top.values()), max(index.top(i) for i in range(len(KINDS))))
-        # checkpoints still idle count as spells lasting at least their age so far:
-        # without them, ages where nothing was ever evicted would look promising
-        out = self._empty.copy()  # (the buckets above ``top``: every sum there is 0)
-        hit_sum = later_ends = later_time = 0.0
-        for b, width, mid, prior in self._suffix_terms[self.BUCKETS - 1 - top:]:  # oldest bucket first
-            hit_sum += hits[b]
-            # expected idle time still to come, summed over spells that reached bucket b:
-            # those ending (or still idle) in a later bucket, those within this one
-            # (half its width on average), and a prior of one spell lasting its whole width
-            e = ends[b] + idle[b]
-            out[b] = (hit_sum + prior) / ((later_time - mid * later_ends) + e * width / 2 + width)
-            later_ends += e
-            later_time += e * mid
-        return out, later_ends  # (later_ends: by now every spell end and idle checkpoint counted)
+            i = _KIND_INDEX[kind]
+            return index.densities(self.hits[kind], self.ends[kind], i, max(self._top[kind], index.top(i)),
+                                   self._suffix_terms, self._empty)
+        # one pooled table: every kind's hits, spell ends and idle checkpoints summed per bucket
+        hits = [sum(column) for column in zip(*(self.hits[k] for k in KINDS))]
+        ends = [sum(column) for column in zip(*(self.ends[k] for k in KINDS),
+                                              *(index.idle(i) for i in range(len(KINDS))))]
+        top = max(max(self._top.values()), max(index.top(i) for i in range(len(KINDS))))
+        return index.densities(hits, ends, None, top, self._suffix_terms, self._empty)
 
     def kind(self, key: str) -> str:
         """``tail``, or by the most stored aligned children it has had: ``leaf``

@@ -88,6 +88,17 @@ def test_both_indexes_answer_alike_and_as_a_full_scan(seconds, seed, age_base, s
             assert sorted(calls["python"]) == sorted(calls["native"])  # the same kinds asked, once each
             assert len(set(calls["native"])) == len(calls["native"])
         assert len(python) == len(native) == len(linked)
+        if step % 7 == 0:  # the densities read the idle counts: the same floats, to the last bit
+            hits = [rnd.choice([0.0, 1.0, rnd.random() * 9]) for _ in range(BUCKETS)]
+            ends = [rnd.choice([0.0, 2.0, rnd.random() * 30]) for _ in range(BUCKETS)]
+            terms = tuple((b, age_base * 2 ** b, age_base * (2 ** b - 1) + age_base * 2 ** b / 2,
+                           0.01 * 0.5 ** b) for b in reversed(range(BUCKETS)))
+            empty = [rnd.random() for _ in range(BUCKETS)]
+            for kind in (None, *range(KINDS)):
+                top = max(python.top(kind), rnd.randrange(-1, BUCKETS)) if kind is not None else BUCKETS - 1
+                got = native.densities(hits, ends, kind, top, terms, empty)
+                assert got == python.densities(hits, ends, kind, top, terms, empty)
+                assert all(math.isfinite(d) and d >= 0 for d in got[0])
         for kind in range(KINDS):
             assert python.idle(kind) == native.idle(kind)
             assert python.top(kind) == native.top(kind)
@@ -130,3 +141,13 @@ def test_a_short_table_is_refused_by_the_compiled_index():
     index.link("a", 0, 0, 0, 1.0, 0.0)
     with pytest.raises(ValueError, match=r"returned 2 values for 4 buckets"):
         index.victim(lambda kind: [1.0, 2.0])
+
+
+def test_the_compiled_index_refuses_use_before_init():
+    cls = compiled()
+    assert cls is not None
+    index = cls.__new__(cls)
+    for call in (lambda: index.link("a", 0, 0, 0, 1.0, 0.0), lambda: index.unlink("a"), lambda: "a" in index,
+                 index.keys, index.check, lambda: index.entry("a")):
+        with pytest.raises(RuntimeError, match="__init__ was not called"):
+            call()

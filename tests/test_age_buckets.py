@@ -91,8 +91,9 @@ def test_both_indexes_answer_alike_and_as_a_full_scan(seconds, seed, age_base, s
         if step % 7 == 0:  # the densities read the idle counts: the same floats, to the last bit
             hits = [rnd.choice([0.0, 1.0, rnd.random() * 9]) for _ in range(BUCKETS)]
             ends = [rnd.choice([0.0, 2.0, rnd.random() * 30]) for _ in range(BUCKETS)]
+            decay = rnd.choice([0.5, 0.8])  # (a new terms object each time, its values may change)
             terms = tuple((b, age_base * 2 ** b, age_base * (2 ** b - 1) + age_base * 2 ** b / 2,
-                           0.01 * 0.5 ** b) for b in reversed(range(BUCKETS)))
+                           0.01 * decay ** b) for b in reversed(range(BUCKETS)))
             empty = [rnd.random() for _ in range(BUCKETS)]
             for kind in (None, *range(KINDS)):
                 top = max(python.top(kind), rnd.randrange(-1, BUCKETS)) if kind is not None else BUCKETS - 1

@@ -155,23 +155,27 @@ heap_remove(AgeBuckets *s, Py_ssize_t *heap, Py_ssize_t size, Py_ssize_t pos, in
         sift_down(s, heap, size, pos, by_age, less);
 }
 
+/* resize the array at *array to `count` items of `size` bytes; left as it was on failure */
+static int
+resize(void *array, Py_ssize_t count, size_t size)
+{
+    void *resized = PyMem_Realloc(*(void **)array, (size_t)count * size);
+    if (resized == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    *(void **)array = resized;
+    return 0;
+}
+
 static int
 group_push(AgeBuckets *s, Group *g, Py_ssize_t id)
 {
     if (g->size == g->capacity) {
         Py_ssize_t capacity = g->capacity ? 2 * g->capacity : 8;
-        Py_ssize_t *w = PyMem_Realloc(g->by_weight, capacity * sizeof(Py_ssize_t));
-        if (w == NULL) {
-            PyErr_NoMemory();
+        if (resize(&g->by_weight, capacity, sizeof(Py_ssize_t)) < 0
+            || resize(&g->by_age, capacity, sizeof(Py_ssize_t)) < 0)
             return -1;
-        }
-        g->by_weight = w;
-        Py_ssize_t *a = PyMem_Realloc(g->by_age, capacity * sizeof(Py_ssize_t));
-        if (a == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        g->by_age = a;
         g->capacity = capacity;
     }
     Py_ssize_t i = g->size++;
@@ -212,12 +216,8 @@ level_for(AgeBuckets *s, PyObject *priority)
     }
     if (s->n_levels == s->cap_levels) {
         int capacity = s->cap_levels ? 2 * s->cap_levels : 2;
-        Level *levels = PyMem_Realloc(s->levels, capacity * sizeof(Level));
-        if (levels == NULL) {
-            PyErr_NoMemory();
+        if (resize(&s->levels, capacity, sizeof(Level)) < 0)
             return -1;
-        }
-        s->levels = levels;
         s->cap_levels = capacity;
     }
     Group *groups = PyMem_Calloc((size_t)s->kinds * s->buckets, sizeof(Group));
@@ -240,18 +240,8 @@ slot_alloc(AgeBuckets *s)
         return s->free_ids[--s->n_free];
     if (s->n_slots == s->cap_slots) {
         Py_ssize_t capacity = s->cap_slots ? 2 * s->cap_slots : 64;
-        Slot *slots = PyMem_Realloc(s->slots, capacity * sizeof(Slot));
-        if (slots == NULL) {
-            PyErr_NoMemory();
+        if (resize(&s->slots, capacity, sizeof(Slot)) < 0 || resize(&s->free_ids, capacity, sizeof(Py_ssize_t)) < 0)
             return -1;
-        }
-        s->slots = slots;
-        Py_ssize_t *free_ids = PyMem_Realloc(s->free_ids, capacity * sizeof(Py_ssize_t));
-        if (free_ids == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        s->free_ids = free_ids;
         s->cap_slots = capacity;
     }
     return s->n_slots++;
@@ -432,6 +422,38 @@ AgeBuckets_unlink(AgeBuckets *self, PyObject *key)
     Py_RETURN_TRUE;
 }
 
+/* a new list of `count` Python ints */
+static PyObject *
+int_list(const Py_ssize_t *values, int count)
+{
+    PyObject *out = PyList_New(count);
+    if (out == NULL)
+        return NULL;
+    for (int i = 0; i < count; i++) {
+        PyObject *n = PyLong_FromSsize_t(values[i]);
+        if (n == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, n);
+    }
+    return out;
+}
+
+/* read a kind argument into *kind; -1 (an exception set) if it is not one */
+static int
+kind_arg(AgeBuckets *self, PyObject *arg, long *kind)
+{
+    *kind = PyLong_AsLong(arg);
+    if (*kind == -1 && PyErr_Occurred())
+        return -1;
+    if (*kind < 0 || *kind >= self->kinds) {
+        PyErr_Format(PyExc_ValueError, "kind must be in [0, %d), got %ld", self->kinds, *kind);
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *
 AgeBuckets_age(AgeBuckets *self, PyObject *arg)
 {
@@ -469,17 +491,11 @@ AgeBuckets_age(AgeBuckets *self, PyObject *arg)
     }
     if (!any)
         Py_RETURN_NONE;
-    PyObject *out = PyTuple_New(self->kinds);
-    if (out == NULL)
+    PyObject *counts = int_list(moved, self->kinds);
+    if (counts == NULL)
         return NULL;
-    for (int kind = 0; kind < self->kinds; kind++) {
-        PyObject *n = PyLong_FromSsize_t(moved[kind]);
-        if (n == NULL) {
-            Py_DECREF(out);
-            return NULL;
-        }
-        PyTuple_SET_ITEM(out, kind, n);
-    }
+    PyObject *out = PyList_AsTuple(counts);
+    Py_DECREF(counts);
     return out;
 }
 
@@ -713,37 +729,18 @@ AgeBuckets_densities(AgeBuckets *self, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 AgeBuckets_idle(AgeBuckets *self, PyObject *arg)
 {
-    long kind = PyLong_AsLong(arg);
-    if (kind == -1 && PyErr_Occurred())
+    long kind;
+    if (kind_arg(self, arg, &kind) < 0)
         return NULL;
-    if (kind < 0 || kind >= self->kinds) {
-        PyErr_Format(PyExc_ValueError, "kind must be in [0, %d), got %ld", self->kinds, kind);
-        return NULL;
-    }
-    PyObject *out = PyList_New(self->buckets);
-    if (out == NULL)
-        return NULL;
-    for (int b = 0; b < self->buckets; b++) {
-        PyObject *n = PyLong_FromSsize_t(self->idle[kind][b]);
-        if (n == NULL) {
-            Py_DECREF(out);
-            return NULL;
-        }
-        PyList_SET_ITEM(out, b, n);
-    }
-    return out;
+    return int_list(self->idle[kind], self->buckets);
 }
 
 static PyObject *
 AgeBuckets_top(AgeBuckets *self, PyObject *arg)
 {
-    long kind = PyLong_AsLong(arg);
-    if (kind == -1 && PyErr_Occurred())
+    long kind;
+    if (kind_arg(self, arg, &kind) < 0)
         return NULL;
-    if (kind < 0 || kind >= self->kinds) {
-        PyErr_Format(PyExc_ValueError, "kind must be in [0, %d), got %ld", self->kinds, kind);
-        return NULL;
-    }
     return PyLong_FromLong(self->top[kind]);
 }
 

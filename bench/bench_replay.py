@@ -46,7 +46,7 @@ from simulator.collector import rarer_collections  # noqa: E402
 from simulator.costmodel import PROFILES  # noqa: E402
 from simulator.interop import export_libcachesim  # noqa: E402
 from simulator.keyed import KeyedTrace  # noqa: E402
-from simulator.replay import ReplayConfig, replay  # noqa: E402
+from simulator.replay import Metrics, ReplayConfig, replay  # noqa: E402
 from simulator.trace import load_trace, read_trace  # noqa: E402
 
 SHIPPED = os.path.join(os.path.dirname(HERE), "traces", "openclaw-strip-history.jsonl")
@@ -59,10 +59,10 @@ def seconds(fn) -> float:
     return time.perf_counter() - started
 
 
-def replay_as_kvsim(config: ReplayConfig, keys: KeyedTrace) -> None:
+def replay_as_kvsim(config: ReplayConfig, keys: KeyedTrace) -> Metrics:
     """One replay under the collector thresholds every kvsim replay runs with."""
     with rarer_collections():
-        replay(None, config, keys=keys)
+        return replay(None, config, keys=keys)
 
 
 def part_rates(trace: str, share: float, rounds: int) -> None:
@@ -87,8 +87,7 @@ def part_rates(trace: str, share: float, rounds: int) -> None:
             capacity_bytes=capacity, policy="prefix-chain", profile=PROFILES["ds4"], policy_options={"native": False})
         if compiled() is None:
             sys.exit("the compiled age-bucket index was not built: reinstall with a C compiler (pip install -e .)")
-        with rarer_collections():
-            same = {name: replay(None, c, keys=keys) for name, c in config.items() if name.startswith("prefix")}
+        same = {name: replay_as_kvsim(c, keys) for name, c in config.items() if name.startswith("prefix")}
         if len(set(map(repr, same.values()))) != 1:
             sys.exit(f"the two age-bucket indexes disagree: {same}")
         budget = config["lru"].budget()

@@ -50,14 +50,12 @@ typedef struct {
     PyObject *where;         /* dict: key -> slot id */
     Level *levels;
     int n_levels, cap_levels;
-    Py_ssize_t linked;
     Py_ssize_t idle[MAX_KINDS][MAX_BUCKETS];
     int top[MAX_KINDS];
     PyObject *tables[MAX_KINDS];          /* the table last returned per kind (owned) */
     double values[MAX_KINDS][MAX_BUCKETS]; /* ... and its values */
     PyObject *terms;                      /* the terms densities() last read (owned) */
     double term_values[MAX_BUCKETS][4];   /* ... as (bucket, width, middle, prior) */
-    Py_ssize_t n_terms;
 } AgeBuckets;
 
 /* ------------------------------------------------------------ ordering */
@@ -398,7 +396,6 @@ AgeBuckets_link(AgeBuckets *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     self->levels[level].live++;
-    self->linked++;
     count_in(self, (int)kind, (int)bucket);
     Py_RETURN_NONE;
 }
@@ -415,7 +412,6 @@ AgeBuckets_unlink(AgeBuckets *self, PyObject *key)
     group_remove(self, group_of(self, slot->level, slot->kind, slot->bucket), id);
     self->idle[slot->kind][slot->bucket]--;
     self->levels[slot->level].live--;
-    self->linked--;
     if (PyDict_DelItem(self->where, key) < 0)
         return NULL;
     Py_CLEAR(slot->key);
@@ -642,7 +638,6 @@ read_terms(AgeBuckets *self, PyObject *terms)
     Py_DECREF(seq);
     Py_INCREF(terms);
     Py_XSETREF(self->terms, terms);
-    self->n_terms = self->buckets;
     return 0;
 }
 
@@ -806,7 +801,7 @@ AgeBuckets_check(AgeBuckets *self, PyObject *Py_UNUSED(ignored))
             return fail_check("a priority's live count is wrong"), NULL;
         counted += live;
     }
-    if (counted != self->linked || counted != PyDict_GET_SIZE(self->where))
+    if (counted != PyDict_GET_SIZE(self->where))
         return fail_check("the linked count is wrong"), NULL;
     for (int kind = 0; kind < self->kinds; kind++)
         for (int b = 0; b < self->buckets; b++)
@@ -818,7 +813,7 @@ AgeBuckets_check(AgeBuckets *self, PyObject *Py_UNUSED(ignored))
 static Py_ssize_t
 AgeBuckets_len(AgeBuckets *self)
 {
-    return self->linked;
+    return self->where == NULL ? 0 : PyDict_GET_SIZE(self->where);
 }
 
 static int

@@ -80,6 +80,8 @@ def age_buckets(*, kinds: int, buckets: int, age_base: float, native: bool | Non
     >>> len(age_buckets(kinds=4, buckets=24, age_base=2.0, native=False))
     0
     """
+    if native not in (None, True, False):
+        raise ValueError(f"native must be None, True or False, got {native!r}")
     if native is not False:
         cls = compiled()
         if cls is not None:

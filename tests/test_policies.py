@@ -211,7 +211,7 @@ def test_prefix_chain_density_statistics_are_forgotten_with_a_half_life():
 @pytest.mark.parametrize("option, value", [("prefix_weight", 1.5), ("admit_threshold", -0.1),
                                            ("context_scale", -1.0), ("age_base", 0.0), ("memory", 0),
                                            ("clock", "wall"), ("prior_decay", 0.0), ("drift", 1.0),
-                                           ("drift", -0.1)])
+                                           ("drift", -0.1), ("native", "yes")])
 def test_prefix_chain_rejects_bad_options_by_name(option, value):
     with pytest.raises(ValueError, match=option):
         PrefixChainPolicy(**{option: value})

@@ -28,6 +28,7 @@ from policies.registry import BUILTIN, available, is_offline
 
 from .collector import rarer_collections
 from .costmodel import PROFILES, get_profile, load_profiles
+from .interrupts import Terminated, terminate_as_interrupt
 from .keyed import KeyedTrace
 from .replay import ReplayConfig, working_set_bytes
 from .sweep import RunSpec, parse_policies, parse_size, resolve_capacity, run, sweep
@@ -402,7 +403,7 @@ def cmd_generate(args) -> int:
         from .generators.conversation import ConversationConfig, generate_mooncake_lines
 
         cfg = ConversationConfig(conversations=args.conversations, seed=args.seed)
-        with open(args.output, "w", encoding="utf-8") as sink:
+        with _partial_output(args.output) as partial, open(partial, "w", encoding="utf-8") as sink:
             count = 0
             for doc in generate_mooncake_lines(cfg):
                 sink.write(json.dumps(doc) + "\n")
@@ -445,8 +446,9 @@ def cmd_import(args) -> int:
 def cmd_export(args) -> int:
     from .interop import export_libcachesim
 
+    _check_writable("-o", args.output)
     config = _replay_config(args)
-    with open(args.output, "w", encoding="utf-8", newline="") as sink:
+    with _partial_output(args.output) as partial, open(partial, "w", encoding="utf-8", newline="") as sink:
         rows = export_libcachesim(read_trace(args.trace), sink, config)
     print(f"wrote {rows} object requests to {args.output}", file=sys.stderr)
     return 0
@@ -643,15 +645,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(_attach_negative_values(argv))
     args.argv = argv  # for reports: the command line as typed
     try:
-        return args.func(args)
+        with terminate_as_interrupt():  # (SIGTERM cleans up as Ctrl-C does)
+            return args.func(args)
     except (TraceError, ValueError, OSError) as exc:
         print(f"kvsim: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # (Ctrl-C: one line, and where the work done so far is)
+    except KeyboardInterrupt as exc:  # (Ctrl-C or SIGTERM: one line, and where the work done so far is)
         kept = getattr(args, "results", None)
-        print("kvsim: interrupted" + (f"; the runs finished so far are in {kept}: the same command goes on "
-                                       "from there" if kept else ""), file=sys.stderr)
-        return 130
+        stopped = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"kvsim: {stopped}" + (f"; the runs finished so far are in {kept}: the same command goes on "
+                                     "from there" if kept else ""), file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
 
 
 if __name__ == "__main__":

@@ -174,12 +174,14 @@ class _Workers:
             raise RuntimeError(f"hashing process {self._processes[worker].name} failed:\n{answer}")
         return answer
 
-    def close(self) -> None:
+    def close(self, *, finished: bool = True) -> None:
+        """End the workers: when ``finished``, once they have read the stop sign;
+        otherwise (an error, Ctrl-C, SIGTERM, a caller that stopped reading) at once."""
         for inbox in self._inboxes:
             inbox.put(None)
         for process in self._processes:
-            process.join(timeout=5)
-            if process.is_alive():  # (stopped early: it may still be sending digests no one reads)
+            process.join(timeout=5 if finished else 0)
+            if process.is_alive():  # (stopped early: it may still be hashing, or sending digests no one reads)
                 process.kill()
                 process.join()
         for q in (*self._inboxes, *self._outboxes):
@@ -204,6 +206,7 @@ def hash_batches(batches: Iterable[list[Item]], namespace: str, block_tokens: in
             yield [hasher.digests(*item) for item in batch]
         return
     workers = _Workers(jobs, namespace, block_tokens)
+    finished = False
     try:
         in_flight: deque[list[int]] = deque()
         for batch in (first, second):
@@ -214,5 +217,6 @@ def hash_batches(batches: Iterable[list[Item]], namespace: str, block_tokens: in
             in_flight.append(workers.submit(batch))
         while in_flight:
             yield workers.collect(in_flight.popleft())
+        finished = True
     finally:
-        workers.close()
+        workers.close(finished=finished)

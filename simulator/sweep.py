@@ -142,10 +142,26 @@ def sweep(specs: Sequence[RunSpec], *, jobs: int = 1, on_done: Callable[[dict], 
     else:
         # fresh interpreters: a forked worker would start with the parent's heap (the
         # trace's hashing tables) and count it as its own resident memory
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+        try:
             futures = {pool.submit(run, specs[i]): i for i in _longest_first(specs)}
             for future in as_completed(futures):
                 results[futures[future]] = future.result()
                 if on_done:
                     on_done(results[futures[future]])
+        except BaseException:  # a failed run, Ctrl-C, SIGTERM: stop now, not after the runs still queued
+            _stop_workers(pool)
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     return [results[i] for i in range(len(specs))]
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Cancel the runs not started and end the ones running (the executor
+    itself would wait for all of them)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # (no public way before 3.14)
+    pool.shutdown(wait=False, cancel_futures=True)  # (which forgets the processes)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()

@@ -320,6 +320,22 @@ def test_command_line_mistakes_get_one_clear_line_before_any_work(argv, says, tr
     assert "Traceback" not in err and len([l for l in err.splitlines() if "error" in l]) == 1
 
 
+def test_a_failed_export_leaves_the_output_as_it_was(small_trace, tmp_path, capsys):
+    """The export is written under ``OUT.partial`` and renamed once whole: a
+    trace that turns out bad half-way neither truncates an earlier export nor
+    leaves a part of one."""
+    lines = open(small_trace).read().splitlines()
+    bad, output = tmp_path / "bad.jsonl", tmp_path / "out.csv"
+    bad.write_text("\n".join([*lines[:len(lines) // 2], '{"session": "s0", "t":', *lines[len(lines) // 2:]]) + "\n")
+    output.write_text("an earlier export\n")
+    assert main(["export", "libcachesim", str(bad), "-o", str(output)]) == 2
+    assert f"bad.jsonl: line {len(lines) // 2 + 1}: not valid JSON" in capsys.readouterr().err
+    assert output.read_text() == "an earlier export\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl", "out.csv", "t.jsonl"]
+    assert main(["export", "libcachesim", small_trace, "-o", str(output)]) == 0
+    assert output.read_text().startswith("time,key,size,request,tokens,")
+
+
 def test_a_failed_import_leaves_no_output_file(tmp_path, capsys):
     source, output = tmp_path / "bad.jsonl", tmp_path / "out.jsonl"
     source.write_text('{"timestamp": 0, "input_length": 600, "hash_ids": [0, 1]}\n')
@@ -329,7 +345,9 @@ def test_a_failed_import_leaves_no_output_file(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("command", [["generate", "openclaw", "--sessions", "2"],
-                                     ["import", "mooncake", "IN"]])
+                                     ["generate", "conversation"],
+                                     ["import", "mooncake", "IN"],
+                                     ["export", "libcachesim", "IN"]])
 def test_an_output_in_a_missing_folder_is_a_one_line_error_before_any_work(tmp_path, capsys, command):
     source = tmp_path / "in.jsonl"
     source.write_text('{"timestamp": 0, "input_length": 600, "output_length": 5, "hash_ids": [0, 1]}\n')
@@ -433,12 +451,82 @@ def test_ctrl_c_ends_a_parallel_sweep_with_one_line_and_no_process_left(tmp_path
     assert err.strip().splitlines()[-1] == (f"kvsim: interrupted; the runs finished so far are in {runs}: "
                                             "the same command goes on from there")
     assert "Traceback" not in err, err
+    _assert_no_process_left(sweep.pid)
+
+
+def _assert_no_process_left(group: int) -> None:
+    """Wait up to 10 s for every process of the process group ``group`` to end."""
+    import os
+    import time
+
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
-            os.killpg(sweep.pid, 0)  # anything of the sweep's process group still running?
+            os.killpg(group, 0)  # anything of the sweep's process group still running?
         except ProcessLookupError:
-            break
+            return
         time.sleep(0.1)
-    else:
-        raise AssertionError("a process of the interrupted sweep is still running")
+    raise AssertionError("a process of the stopped sweep is still running")
+
+
+def test_sigterm_ends_a_parallel_sweep_at_once_and_cleans_up(tmp_path):
+    """SIGTERM to the sweep alone (``kill``, a service manager, a job's time
+    limit) stops it as Ctrl-C does: exit 143, one line, its temporary keys
+    removed. Its workers stop at once too: they neither run on orphaned nor
+    keep the sweep waiting for the hundreds of runs still queued."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    trace = os.path.join(os.path.dirname(__file__), "..", "traces", "openclaw-strip-history.jsonl")
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    capacities = ",".join(f"{n}%" for n in range(1, 41))  # 320 runs: minutes of work
+    sweep = subprocess.Popen([sys.executable, "-m", "simulator.cli", "sweep", trace, "--capacities", capacities,
+                              "--jobs", "2", "--policies", "lru,fifo,lfu,gdsf,hicache,prefix-chain,marconi,random"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                             env={**os.environ, "TMPDIR": str(temp)})
+    deadline = time.monotonic() + 120
+    while not list(temp.glob("kvsim-keys-*/meta.json")) and time.monotonic() < deadline:
+        assert sweep.poll() is None, "the sweep ended before it could be stopped"
+        time.sleep(0.02)
+    time.sleep(0.5)  # (the replays under way)
+    sweep.send_signal(signal.SIGTERM)
+    _, err = sweep.communicate(timeout=30)
+    assert sweep.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "kvsim: terminated", err
+    assert "Traceback" not in err, err
+    assert not list(temp.glob("kvsim-keys-*"))
+    _assert_no_process_left(sweep.pid)
+
+
+def test_a_stopped_sweep_ends_the_replays_under_way_instead_of_waiting_for_them():
+    """The executor alone would let each running replay finish (minutes, on a
+    large trace) before the sweep could exit; the sweep ends them."""
+    import concurrent.futures
+    import multiprocessing
+    import signal
+    import time
+
+    from simulator.sweep import _stop_workers
+
+    pool = concurrent.futures.ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn"))
+    futures = [pool.submit(time.sleep, 600) for _ in range(5)]
+    deadline = time.monotonic() + 60
+    while sum(f.running() for f in futures) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    processes = list(pool._processes.values())
+    try:
+        assert len(processes) == 2 and all(p.is_alive() for p in processes)
+        _stop_workers(pool)
+        deadline = time.monotonic() + 30
+        while any(p.exitcode is None for p in processes) and time.monotonic() < deadline:
+            time.sleep(0.05)  # (the executor's thread may be the one that reaps them)
+        assert [p.exitcode for p in processes] == [-signal.SIGTERM] * 2  # ended, not finished
+        assert sum(f.cancelled() for f in futures) >= 2  # the queued ones never start (one may be on its way)
+    finally:
+        for process in processes:
+            process.kill()
+        pool.shutdown(wait=True)

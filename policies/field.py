@@ -21,11 +21,9 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-import numpy as np
-
 from .base import EntryView, Policy
 from .lru import LRUPolicy
-from .staircase import Staircase
+from .staircase import StaircaseIndex, staircase
 
 __all__ = ["HiCachePolicy", "VllmOffloadPolicy", "MarconiPolicy"]
 
@@ -118,14 +116,18 @@ class MarconiPolicy(Policy):
 
     :param alpha: weight of FLOP efficiency against recency.
     :param context_scale: context length at which attention costs as much as the rest.
+    :param native: the staircase compiled in C (``policies/_staircase.c``) when it
+        was built (``None``), always (``True``) or never (``False``); the same decisions.
     """
 
     name = "marconi"
     description = "Marconi-like: normalised recency + alpha * FLOPs saved per byte (alpha fixed)"
 
-    def __init__(self, *, alpha: float = 1.0, context_scale: float = 65_536.0) -> None:
+    def __init__(self, *, alpha: float = 1.0, context_scale: float = 65_536.0, native: bool | None = None) -> None:
         if alpha < 0:
             raise ValueError(f"alpha must be >= 0, got {alpha}")
+        staircase(native=native)  # (a bad value or a missing module fails here, not at the first insert)
+        self.native = native
         self.alpha = float(alpha)
         self.context_scale = float(context_scale)
         self._last_use: dict[str, float] = {}
@@ -135,7 +137,7 @@ class MarconiPolicy(Policy):
         self._through: dict[str, set[str]] = {}  # any aligned key -> stored keys it is an ancestor of
         self._ancestors: dict[str, tuple] = {}
         self._priority: dict[str, int] = {}  # eligible key -> its priority
-        self._points: dict[int, Staircase] = {}  # priority -> its eligible checkpoints
+        self._points: dict[int, StaircaseIndex] = {}  # priority -> its eligible checkpoints
 
     # ----------------------------------------------------- nearest ancestors
     def _compute(self, key: str) -> None:
@@ -163,7 +165,7 @@ class MarconiPolicy(Policy):
         priority = self._priority[key] = self.view.entry(key).priority
         points = self._points.get(priority)
         if points is None:
-            points = self._points[priority] = Staircase()
+            points = self._points[priority] = staircase(native=self.native)
         points.append(key, self._last_use[key], self._efficiency[key] if self.alpha else 0.0)
 
     def _vacate(self, key: str) -> None:
@@ -233,19 +235,7 @@ class MarconiPolicy(Policy):
     def victim(self, now: float) -> str | None:
         if not self._points:
             return None
-        points = self._points[min(self._points)]
-        positions, recency, efficiency = points.step_arrays()
-        low_r, high_r, low_e, high_e = points.bounds()
-
-        def normalise(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
-            span = hi - lo
-            return (values - lo) / span if span > 0 else np.zeros(len(values))
-
-        score = normalise(recency, low_r, high_r) + self.alpha * normalise(efficiency, low_e, high_e)
-        best = np.flatnonzero(score == score.min())
-        if len(best) > 1:  # ties: the older last use, then the smaller key
-            best = best[recency[best] == recency[best].min()]
-        return min(points.key_at(int(positions[b])) for b in best)
+        return self._points[min(self._points)].least(self.alpha)
 
     def _check(self) -> None:
         for key, nearest in self._nearest.items():

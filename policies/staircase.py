@@ -17,13 +17,20 @@ minima and maxima it is normalised by.
 ['b', 'c']
 >>> s.bounds()
 (1.0, 2.0, 3.0, 7.0)
+>>> s.least(alpha=1.0)  # recency 0 + efficiency 1 against 1 + 0: a tie, the older wins
+'b'
 
 Points live in arrays by position, appended in ``r`` order, with a hole where
 one left; the staircase's positions are an ``array`` that numpy copies in one
 memcpy; the minimum of ``e`` per block of positions finds the next step
 after a step leaves. Runtime complexity: :meth:`append` O(log n); :meth:`remove`
 and :meth:`change` O(log n) plus O(n/B) numpy work per step that appears
-(B = 64); :meth:`steps` O(steps). Arrays are compacted when half are holes.
+(B = 64); :meth:`steps` and :meth:`least` O(steps). Arrays are compacted when
+half are holes.
+
+``policies/_staircase.c`` is a compiled twin of this class: the same answers,
+its upkeep and its least score in C. :func:`staircase` gives the compiled one
+when it was built.
 """
 
 from __future__ import annotations
@@ -32,13 +39,63 @@ from array import array
 import bisect
 import heapq
 import math
+from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["Staircase"]
+__all__ = ["Staircase", "StaircaseIndex", "compiled", "staircase"]
 
 _HOLE = math.inf  # e of an empty position: above every threshold a search uses
 _TOP = np.finfo(np.float64).max  # the threshold standing for "no step before"
+
+
+class StaircaseIndex(Protocol):
+    """What :class:`Staircase` and its compiled twin both offer."""
+
+    def __len__(self) -> int: ...
+    def __contains__(self, key: object) -> bool: ...
+    def append(self, key: Any, r: float, e: float) -> None: ...
+    def move(self, key: Any, r: float) -> None: ...
+    def remove(self, key: Any) -> None: ...
+    def change(self, key: Any, e: float) -> None: ...
+    def steps(self) -> list[tuple[float, float, Any]]: ...
+    def bounds(self) -> tuple[float, float, float, float]: ...
+    def least(self, alpha: float) -> Any: ...
+    def _check(self) -> None: ...
+
+
+def compiled() -> type | None:
+    """The compiled :class:`Staircase`, or None when the package was installed without it.
+
+    >>> compiled() is None or compiled().__module__ == "policies._staircase"
+    True
+    """
+    try:
+        from . import _staircase  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    cls: type = _staircase.Staircase
+    return cls
+
+
+def staircase(*, native: bool | None = None) -> StaircaseIndex:
+    """A new, empty staircase: the compiled one when it was built (``native=None``),
+    required (``True``: ImportError without it) or the pure-Python one (``False``).
+
+    >>> len(staircase(native=False))
+    0
+    """
+    if native not in (None, True, False):
+        raise ValueError(f"native must be None, True or False, got {native!r}")
+    if native is not False:
+        cls = compiled()
+        if cls is not None:
+            points: StaircaseIndex = cls()
+            return points
+        if native:
+            raise ImportError("policies._staircase was not built: reinstall kvstore with a C compiler "
+                              "(pip install -e .), or pass native=None to fall back to Python")
+    return Staircase()
 
 
 class Staircase:
@@ -63,7 +120,7 @@ class Staircase:
     def __len__(self) -> int:
         return len(self._pos)
 
-    def __contains__(self, key: str) -> bool:
+    def __contains__(self, key: object) -> bool:
         return key in self._pos
 
     # ------------------------------------------------------------ changes
@@ -130,16 +187,14 @@ class Staircase:
         r, e, keys = self._r, self._e, self._keys
         return [(float(r[p]), float(e[p]), keys[p]) for p in self._steps]
 
-    def step_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Positions, ``r`` and ``e`` of the staircase as arrays. O(steps)."""
-        positions = np.frombuffer(self._steps, dtype=np.int64).copy()
-        return positions, self._r[positions], self._e[positions]
-
-    def key_at(self, position: int) -> str:
-        return self._keys[position]
-
     def bounds(self) -> tuple[float, float, float, float]:
-        """``(min r, max r, min e, max e)`` over every point. O(log n) amortised."""
+        """``(min r, max r, min e, max e)`` over every point. O(log n) amortised.
+
+        >>> s = Staircase(); s.append("a", 0.0, 4.0); s.append("b", 1.0, 2.0); s.bounds()
+        (0.0, 1.0, 2.0, 4.0)
+        """
+        if not self._pos:
+            raise IndexError("the staircase has no points")
         steps, e, by_e, pos = self._steps, self._e, self._by_e, self._pos
         while by_e[0][1] not in pos or e[pos[by_e[0][1]]] != -by_e[0][0]:
             heapq.heappop(by_e)
@@ -147,6 +202,32 @@ class Staircase:
         while self._keys[last] is None:
             last -= 1
         return (float(self._r[steps[0]]), float(self._r[last]), float(e[steps[-1]]), -by_e[0][0])
+
+    def least(self, alpha: float) -> Any:
+        """The key of the least ``(r − min r) / (max r − min r) + alpha · (e − min e) /
+        (max e − min e)`` (a span of 0 counts as 0), then the least ``r``, then the
+        least key; ``None`` with no points. Only steps can be least. O(steps).
+
+        >>> s = Staircase(); s.append("a", 0.0, 4.0); s.append("b", 1.0, 2.0)
+        >>> s.least(alpha=0.5), s.least(alpha=2.0)
+        ('a', 'b')
+        """
+        if not self._pos:
+            return None
+        low_r, high_r, low_e, high_e = self.bounds()
+        positions = np.frombuffer(self._steps, dtype=np.int64).copy()
+        recency, efficiency = self._r[positions], self._e[positions]
+
+        def normalise(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+            span = hi - lo
+            return (values - lo) / span if span > 0 else np.zeros(len(values))
+
+        score = normalise(recency, low_r, high_r) + alpha * normalise(efficiency, low_e, high_e)
+        best = np.flatnonzero(score == score.min())
+        if len(best) > 1:  # ties: the older last use, then the smaller key
+            best = best[recency[best] == recency[best].min()]
+        keys: list[Any] = self._keys
+        return min(keys[int(positions[b])] for b in best)
 
     # ----------------------------------------------------------- internals
     def _put(self, key: str, p: int, r: float, e: float) -> None:

@@ -438,9 +438,10 @@ def test_prefix_chain_on_a_wall_clock_of_epoch_seconds_keeps_evicting():
     assert int(done.stdout) == 40  # room for 10 checkpoints of 100,000 bytes: the other 40 evicted
 
 
+@pytest.mark.parametrize("native", [False, True], ids=["python-staircase", "compiled-staircase"])
 @settings(max_examples=60, deadline=None)
 @given(st.randoms(use_true_random=False), st.sampled_from([0.0, 0.3, 1.0, 10.0]), st.sampled_from([0, 3, 20]))
-def test_marconi_victim_is_the_least_score_of_a_full_scan(rnd, alpha, back):
+def test_marconi_victim_is_the_least_score_of_a_full_scan(native, rnd, alpha, back):
     """The staircase names the victim a full scan of every eligible checkpoint
     names: the least normalised score, then the older last use, then the
     smaller key — over a tree of prefixes whose nearest stored ancestors (so
@@ -449,7 +450,7 @@ def test_marconi_victim_is_the_least_score_of_a_full_scan(rnd, alpha, back):
     (Long random walks: a removed step must reveal several hidden ones.)"""
     import numpy as np
 
-    p = policies.MarconiPolicy(alpha=alpha)
+    p = policies.MarconiPolicy(alpha=alpha, native=native)
     m = EvictionManager(10**9, p, block_tokens=1, pin_quota_bytes=10**9)
 
     def path(i):  # k0 is the root; k(i) hangs from k((i - 1) // 2)

@@ -34,6 +34,8 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from .native import compiled as native_twin, pick
+
 __all__ = ["AgeBuckets", "AgeBucketsIndex", "age_buckets", "compiled"]
 
 Group = tuple[int, int, int]  # (priority, kind, bucket)
@@ -65,12 +67,7 @@ def compiled() -> type | None:
     >>> compiled() is None or compiled().__module__ == "policies._age_buckets"
     True
     """
-    try:
-        from . import _age_buckets  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    cls: type = _age_buckets.AgeBuckets
-    return cls
+    return native_twin("_age_buckets", "AgeBuckets")
 
 
 def age_buckets(*, kinds: int, buckets: int, age_base: float, native: bool | None = None) -> AgeBucketsIndex:
@@ -80,17 +77,9 @@ def age_buckets(*, kinds: int, buckets: int, age_base: float, native: bool | Non
     >>> len(age_buckets(kinds=4, buckets=24, age_base=2.0, native=False))
     0
     """
-    if native not in (None, True, False):
-        raise ValueError(f"native must be None, True or False, got {native!r}")
-    if native is not False:
-        cls = compiled()
-        if cls is not None:
-            index: AgeBucketsIndex = cls(kinds=kinds, buckets=buckets, age_base=age_base)
-            return index
-        if native:
-            raise ImportError("policies._age_buckets was not built: reinstall kvstore with a C compiler "
-                              "(pip install -e .), or pass native=None to fall back to Python")
-    return AgeBuckets(kinds=kinds, buckets=buckets, age_base=age_base)
+    index: AgeBucketsIndex = pick(native, "_age_buckets", "AgeBuckets", AgeBuckets)(
+        kinds=kinds, buckets=buckets, age_base=age_base)
+    return index
 
 
 class AgeBuckets:

@@ -43,6 +43,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .native import compiled as native_twin, pick
+
 __all__ = ["Staircase", "StaircaseIndex", "compiled", "staircase"]
 
 _HOLE = math.inf  # e of an empty position: above every threshold a search uses
@@ -70,12 +72,7 @@ def compiled() -> type | None:
     >>> compiled() is None or compiled().__module__ == "policies._staircase"
     True
     """
-    try:
-        from . import _staircase  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    cls: type = _staircase.Staircase
-    return cls
+    return native_twin("_staircase", "Staircase")
 
 
 def staircase(*, native: bool | None = None) -> StaircaseIndex:
@@ -85,17 +82,8 @@ def staircase(*, native: bool | None = None) -> StaircaseIndex:
     >>> len(staircase(native=False))
     0
     """
-    if native not in (None, True, False):
-        raise ValueError(f"native must be None, True or False, got {native!r}")
-    if native is not False:
-        cls = compiled()
-        if cls is not None:
-            points: StaircaseIndex = cls()
-            return points
-        if native:
-            raise ImportError("policies._staircase was not built: reinstall kvstore with a C compiler "
-                              "(pip install -e .), or pass native=None to fall back to Python")
-    return Staircase()
+    points: StaircaseIndex = pick(native, "_staircase", "Staircase", Staircase)()
+    return points
 
 
 class Staircase:

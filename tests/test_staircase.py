@@ -153,3 +153,14 @@ def test_the_compiled_staircase_refuses_use_before_init():
 def test_native_must_be_none_true_or_false():
     with pytest.raises(ValueError, match="native must be None, True or False, got 'yes'"):
         staircase(native="yes")
+
+
+def test_a_missing_compiled_twin_falls_back_or_fails_by_name():
+    """Where pip could not compile a twin: ``native=None`` builds the Python
+    original, ``native=True`` says which module is missing and how to get it."""
+    from policies.native import pick
+
+    assert pick(None, "_not_built", "Staircase", Staircase) is Staircase
+    assert pick(False, "_staircase", "Staircase", Staircase) is Staircase
+    with pytest.raises(ImportError, match=r"policies\._not_built was not built: reinstall kvstore with a C compiler"):
+        pick(True, "_not_built", "Staircase", Staircase)

@@ -537,24 +537,29 @@ Staircase_steps(Staircase *s, PyObject *Py_UNUSED(ignored))
     return out;
 }
 
-static int
-empty_check(const Staircase *s)
+/* (min r, max r, min e, max e) over the points, of which there must be one */
+static void
+bounds(Staircase *s, double *low_r, double *high_r, double *low_e, double *high_e)
 {
-    if (live(s))
-        return 0;
-    PyErr_SetString(PyExc_IndexError, "the staircase has no points");
-    return -1;
+    Py_ssize_t last = s->n - 1;
+    while (s->keys[last] == NULL)
+        last--;
+    *low_r = s->r[s->steps[0]];
+    *high_r = s->r[last];
+    *low_e = s->e[s->steps[s->n_steps - 1]];
+    *high_e = largest_e(s);
 }
 
 static PyObject *
 Staircase_bounds(Staircase *s, PyObject *Py_UNUSED(ignored))
 {
-    if (empty_check(s) < 0)
+    if (!live(s)) {
+        PyErr_SetString(PyExc_IndexError, "the staircase has no points");
         return NULL;
-    Py_ssize_t last = s->n - 1;
-    while (s->keys[last] == NULL)
-        last--;
-    return Py_BuildValue("(dddd)", s->r[s->steps[0]], s->r[last], s->e[s->steps[s->n_steps - 1]], largest_e(s));
+    }
+    double low_r, high_r, low_e, high_e;
+    bounds(s, &low_r, &high_r, &low_e, &high_e);
+    return Py_BuildValue("(dddd)", low_r, high_r, low_e, high_e);
 }
 
 static PyObject *
@@ -565,11 +570,8 @@ Staircase_least(Staircase *s, PyObject *arg)
         return NULL;
     if (!live(s))
         Py_RETURN_NONE;
-    Py_ssize_t last = s->n - 1;
-    while (s->keys[last] == NULL)
-        last--;
-    double low_r = s->r[s->steps[0]], high_r = s->r[last];
-    double low_e = s->e[s->steps[s->n_steps - 1]], high_e = largest_e(s);
+    double low_r, high_r, low_e, high_e;
+    bounds(s, &low_r, &high_r, &low_e, &high_e);
     double span_r = high_r - low_r, span_e = high_e - low_e;
     Py_ssize_t best = -1;
     double best_score = 0.0;

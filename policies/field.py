@@ -23,7 +23,7 @@ from collections import OrderedDict
 
 from .base import EntryView, Policy
 from .lru import LRUPolicy
-from .staircase import StaircaseIndex, staircase
+from .staircase import StaircaseIndex, staircase_type
 
 __all__ = ["HiCachePolicy", "VllmOffloadPolicy", "MarconiPolicy"]
 
@@ -126,8 +126,7 @@ class MarconiPolicy(Policy):
     def __init__(self, *, alpha: float = 1.0, context_scale: float = 65_536.0, native: bool | None = None) -> None:
         if alpha < 0:
             raise ValueError(f"alpha must be >= 0, got {alpha}")
-        staircase(native=native)  # (a bad value or a missing module fails here, not at the first insert)
-        self.native = native
+        self._new_points = staircase_type(native=native)  # (a bad value or a missing module fails here)
         self.alpha = float(alpha)
         self.context_scale = float(context_scale)
         self._last_use: dict[str, float] = {}
@@ -165,7 +164,7 @@ class MarconiPolicy(Policy):
         priority = self._priority[key] = self.view.entry(key).priority
         points = self._points.get(priority)
         if points is None:
-            points = self._points[priority] = staircase(native=self.native)
+            points = self._points[priority] = self._new_points()
         points.append(key, self._last_use[key], self._efficiency[key] if self.alpha else 0.0)
 
     def _vacate(self, key: str) -> None:

@@ -45,7 +45,7 @@ import numpy as np
 
 from .native import compiled as native_twin, pick
 
-__all__ = ["Staircase", "StaircaseIndex", "compiled", "staircase"]
+__all__ = ["Staircase", "StaircaseIndex", "compiled", "staircase", "staircase_type"]
 
 _HOLE = math.inf  # e of an empty position: above every threshold a search uses
 _TOP = np.finfo(np.float64).max  # the threshold standing for "no step before"
@@ -75,14 +75,24 @@ def compiled() -> type | None:
     return native_twin("_staircase", "Staircase")
 
 
+def staircase_type(*, native: bool | None = None) -> type:
+    """The staircase class to build: the compiled one when it was built
+    (``native=None``), required (``True``: ImportError without it) or the
+    pure-Python one (``False``).
+
+    >>> staircase_type(native=False) is Staircase
+    True
+    """
+    return pick(native, "_staircase", "Staircase", Staircase)
+
+
 def staircase(*, native: bool | None = None) -> StaircaseIndex:
-    """A new, empty staircase: the compiled one when it was built (``native=None``),
-    required (``True``: ImportError without it) or the pure-Python one (``False``).
+    """A new, empty staircase of :func:`staircase_type`.
 
     >>> len(staircase(native=False))
     0
     """
-    points: StaircaseIndex = pick(native, "_staircase", "Staircase", Staircase)()
+    points: StaircaseIndex = staircase_type(native=native)()
     return points
 
 

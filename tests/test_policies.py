@@ -438,6 +438,12 @@ def test_prefix_chain_on_a_wall_clock_of_epoch_seconds_keeps_evicting():
     assert int(done.stdout) == 40  # room for 10 checkpoints of 100,000 bytes: the other 40 evicted
 
 
+@pytest.mark.parametrize("option, value", [("alpha", -1.0), ("native", "yes")])
+def test_marconi_rejects_bad_options_by_name(option, value):
+    with pytest.raises(ValueError, match=option):
+        policies.MarconiPolicy(**{option: value})
+
+
 @pytest.mark.parametrize("native", [False, True], ids=["python-staircase", "compiled-staircase"])
 @settings(max_examples=60, deadline=None)
 @given(st.randoms(use_true_random=False), st.sampled_from([0.0, 0.3, 1.0, 10.0]), st.sampled_from([0, 3, 20]))

@@ -651,11 +651,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"kvsim: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:  # (Ctrl-C or SIGTERM: one line, and where the work done so far is)
-        kept = getattr(args, "results", None)
-        stopped = "terminated" if isinstance(exc, Terminated) else "interrupted"
-        print(f"kvsim: {stopped}" + (f"; the runs finished so far are in {kept}: the same command goes on "
-                                     "from there" if kept else ""), file=sys.stderr)
-        return 143 if isinstance(exc, Terminated) else 130
+        kept, terminated = getattr(args, "results", None), isinstance(exc, Terminated)
+        print(f"kvsim: {'terminated' if terminated else 'interrupted'}" + (
+            f"; the runs finished so far are in {kept}: the same command goes on from there" if kept else ""),
+            file=sys.stderr)
+        return 143 if terminated else 130
 
 
 if __name__ == "__main__":

@@ -440,7 +440,7 @@ def test_ctrl_c_ends_a_parallel_sweep_with_one_line_and_no_process_left(tmp_path
     sweep = subprocess.Popen([sys.executable, "-m", "simulator.cli", "sweep", trace, "--capacities", "5%,50%",
                               "--jobs", "2", "--policies", "lru,fifo,lfu,gdsf,hicache,prefix-chain,marconi",
                               "--results", str(runs)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                             start_new_session=True)
+                             start_new_session=True, preexec_fn=_ctrl_c_as_in_a_terminal)
     deadline = time.monotonic() + 120
     while (not runs.exists() or not runs.read_bytes().count(b"\n")) and time.monotonic() < deadline:
         assert sweep.poll() is None, "the sweep ended before it could be interrupted"
@@ -452,6 +452,16 @@ def test_ctrl_c_ends_a_parallel_sweep_with_one_line_and_no_process_left(tmp_path
                                             "the same command goes on from there")
     assert "Traceback" not in err, err
     _assert_no_process_left(sweep.pid)
+
+
+def _ctrl_c_as_in_a_terminal() -> None:
+    """In the child, before it runs: SIGINT's default action, as a terminal's
+    shell gives it. A suite started in the background (``cmd &`` in a script,
+    ``nohup``) passes SIGINT on ignored, and Python then never raises
+    ``KeyboardInterrupt``: the sweep would not hear the Ctrl-C at all."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _assert_no_process_left(group: int) -> None:

@@ -370,19 +370,6 @@ live_positions(const Staircase *s, Py_ssize_t **out, Py_ssize_t *count)
     return 0;
 }
 
-static int
-keep_dense(Staircase *s)
-{
-    if (s->n <= 2 * live(s) + 1024)
-        return 0;
-    Py_ssize_t *order, count;
-    if (live_positions(s, &order, &count) < 0)
-        return -1;
-    int failed = rebuild(s, order, count);
-    PyMem_Free(order);
-    return failed;
-}
-
 static const Staircase *sorting;   /* (qsort has no context argument; set only while it runs) */
 
 static int
@@ -394,6 +381,31 @@ by_r_then_position(const void *a, const void *b)
         return rx < ry ? -1 : 1;
     return x < y ? -1 : (x > y);
 }
+
+/* lay the live points out again from position 0, in r order (ties: by position) when
+   by_r, else as they lie; the holes go */
+static int
+relayout(Staircase *s, int by_r)
+{
+    Py_ssize_t *order, count;
+    if (live_positions(s, &order, &count) < 0)
+        return -1;
+    if (by_r) {
+        sorting = s;
+        qsort(order, (size_t)count, sizeof(Py_ssize_t), by_r_then_position);
+        sorting = NULL;
+    }
+    int failed = rebuild(s, order, count);
+    PyMem_Free(order);
+    return failed;
+}
+
+static int
+keep_dense(Staircase *s)
+{
+    return s->n <= 2 * live(s) + 1024 ? 0 : relayout(s, 0);
+}
+
 
 /* put a point after every other one; if its r came before the last one's, sort again */
 static int
@@ -408,17 +420,8 @@ at_end(Staircase *s, PyObject *key, double r, double e)
     s->keys[p] = key;
     s->n++;
     put(s, p, r, e);
-    if (r < s->last_r) {
-        Py_ssize_t *order, count;
-        if (live_positions(s, &order, &count) < 0)
-            return -1;
-        sorting = s;
-        qsort(order, (size_t)count, sizeof(Py_ssize_t), by_r_then_position);
-        sorting = NULL;
-        int failed = rebuild(s, order, count);
-        PyMem_Free(order);
-        return failed;
-    }
+    if (r < s->last_r)
+        return relayout(s, 1);
     if (!s->n_steps || e <= s->e[s->steps[s->n_steps - 1]]) {
         if (splice_steps(s, s->n_steps, s->n_steps, &p, 1) < 0)
             return -1;

@@ -52,6 +52,7 @@ class RedisServer:
         self.persist = persist
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port = port or _free_port()
+        self._moves_left = 0 if port else 3  # a port we chose may be taken before the server binds it
         self.cluster = cluster
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -60,21 +61,42 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        log_path = self.folder / "redis.log"
         args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
                 "--save", "", "--appendonly", "yes" if self.persist else "no", "--appendfsync", "always",
                 "--protected-mode", "no",
-                "--logfile", str(self.folder / "redis.log")]
+                "--logfile", str(log_path)]
         if self.cluster:
             args += ["--cluster-enabled", "yes", "--cluster-config-file", str(self.folder / "nodes.conf"),
                      "--cluster-node-timeout", "2000"]
         args += list(self.extra)
+        seen = log_path.stat().st_size if log_path.exists() else 0  # a restart appends to the same log
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
-        while not self.answers():
+        while not (self._ready(log_path, seen) and self.answers()):  # its own log: not another server's reply
             if self.process.poll() is not None or time.monotonic() > deadline:
-                log = (self.folder / "redis.log").read_text() if (self.folder / "redis.log").exists() else ""
+                log = self._log_since(log_path, seen)
+                if self.process.poll() is not None and self._moves_left and "Address already in use" in log:
+                    # another process (a parallel test run) bound the port between our probe and the
+                    # server's bind: take another pair of ports, while the server never ran
+                    self._moves_left -= 1
+                    self.port = _free_port()
+                    return self.start()
                 raise RuntimeError(f"redis-server on port {self.port} did not start:\n{log[-2000:]}")
             time.sleep(0.05)
+        self._moves_left = 0  # it ran on this port: a restart must come back on it
+
+    @staticmethod
+    def _log_since(log_path: Path, offset: int) -> str:
+        if not log_path.exists():
+            return ""
+        with open(log_path, "rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+
+    def _ready(self, log_path: Path, offset: int) -> bool:
+        return self.process is not None and self.process.poll() is None and \
+            "Ready to accept connections" in self._log_since(log_path, offset)
 
     def answers(self) -> bool:
         reply = _cli(self.port, "ping")

@@ -29,6 +29,7 @@ def llama():
     return Llama(model_path=smollm2_model_path(), n_ctx=1024, n_threads=2, seed=0, verbose=False)
 
 
+@pytest.mark.alone  # its 20% bound compares seconds timed at calibration with seconds timed later
 def test_validate_predicts_the_engine_on_the_scaled_trace(capsys):
     assert main(["validate", TRACE, "--model", "smollm2", "--capacity", "20%", "--policies", "lru,prefix-chain",
                  "--json"]) == 0

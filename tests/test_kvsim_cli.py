@@ -49,9 +49,9 @@ def test_sweep_json_lists_every_policy_and_capacity(small_trace, capsys):
 def test_a_parallel_sweep_starts_the_longest_replays_first_and_reports_in_the_order_asked(small_trace, capsys):
     from simulator.sweep import RunSpec, _longest_first
 
-    specs = [RunSpec(small_trace, p, c, str(c), "ds4") for p in ("fifo", "lru", "prefix-chain") for c in (1, 2)]
+    specs = [RunSpec(small_trace, p, c, str(c), "ds4") for p in ("fifo", "lru", "ds4-density") for c in (1, 2)]
     assert [(specs[i].policy, specs[i].capacity_bytes) for i in _longest_first(specs)][:2] == [
-        ("prefix-chain", 2), ("prefix-chain", 1)]
+        ("ds4-density", 1), ("ds4-density", 2)]
     args = ["sweep", small_trace, "--capacities", "5%,50%", "--policies", "fifo,lru,prefix-chain", "--json"]
     assert main([*args, "--jobs", "1"]) == 0
     serial = json.loads(capsys.readouterr().out)

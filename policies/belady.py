@@ -107,7 +107,18 @@ class BeladySizePolicy(BeladyPolicy):
     child, so the shorter snapshot saves nothing there (checked a few uses
     ahead, then counted as never). This is the ``belady`` the issue tracker's
     libCacheSim comparison calls BeladySize, plus that chain knowledge.
-    Runtime complexity: O(n) per victim — a reference, not an engine policy.
+
+    A checkpoint's useful next use stays what it was until time reaches its
+    own next use or one of its stored children's, or its stored children
+    change: it is kept, and looked up again only then. The never-again
+    candidates sit in one sorted list by size; the others in size classes
+    (16 per doubling), each sorted by useful next use. A victim visits the
+    classes by the most any member could rank and stops once none can beat the
+    best found, so it ranks only the checkpoints that could win.
+    Runtime complexity: O(log n) per checkpoint whose useful next use expired,
+    plus O(size classes) and O(log n) per candidate ranked, per victim (it was
+    a full scan of every candidate). ``next_use(key, now)`` must depend on
+    ``now`` only through which uses lie after it, as the trace's does.
 
     >>> BeladySizePolicy(next_use=lambda key, now: float("inf")).name
     'belady-size'
@@ -120,23 +131,164 @@ class BeladySizePolicy(BeladyPolicy):
 
     def __init__(self, *, next_use: Callable[[str, float], float] | None = None) -> None:
         super().__init__(next_use=next_use, size_aware=True)
+        self._parent: dict = {}  # key -> its parent key, as stored
+        self._eligible: set = set()
+        self._stale: set = set()  # eligible keys whose useful next use must be looked up again
+        self._never = SortedList()  # (size, key): eligible, never useful again
+        self._classes: dict[int, SortedList] = {}  # size class -> (useful next use, key), eligible
+        self._filed: dict = {}  # eligible key -> (size class or None, its item, valid until)
+        self._expiry = SortedList()  # (valid until, key) of the filed keys
+        self._clock = -math.inf  # the latest time a victim was asked at
+
+    def _useful_and_until(self, key: str, now: float) -> tuple[float, float]:
+        """The useful next use of ``key`` after ``now``, and the time until which
+        it stays so (the earliest next use it read). O(children)."""
+        when = self.next_use(key, now)
+        if when == math.inf:
+            return when, when
+        shared = {self.next_use(c, now) for c in self.view.children(key)}
+        until = min(when, min(shared)) if shared else when
+        for _ in range(self.LOOKAHEAD):
+            if when == math.inf or when not in shared:
+                return when, until
+            when = self.next_use(key, when)
+        return math.inf, until
 
     def useful_next_use(self, key: str, now: float) -> float:
         """The next use of ``key`` after ``now`` that no stored child of it shares."""
-        when = self.next_use(key, now)
-        children = self.view.children(key)
-        for _ in range(self.LOOKAHEAD):
-            if when == math.inf or not any(self.next_use(c, now) == when for c in children):
-                return when
-            when = self.next_use(key, when)
-        return math.inf
+        return self._useful_and_until(key, now)[0]
+
+    # --------------------------------------------------------------- filing
+    def _file(self, key: str, now: float) -> None:
+        when, until = self._useful_and_until(key, now)
+        size = self.view.entry(key).size
+        if when == math.inf:
+            item, size_class = (size, key), None
+            self._never.add(item)
+        else:
+            item, size_class = (when, key), _size_class(size)
+            members = self._classes.get(size_class)
+            if members is None:
+                members = self._classes[size_class] = SortedList()
+            members.add(item)
+        self._filed[key] = (size_class, item, until)
+        if until != math.inf:
+            self._expiry.add((until, key))
+
+    def _unfile(self, key: str) -> None:
+        filed = self._filed.pop(key, None)
+        if filed is None:
+            return
+        size_class, item, until = filed
+        if size_class is None:
+            self._never.remove(item)
+        else:
+            members = self._classes[size_class]
+            members.remove(item)
+            if not members:
+                del self._classes[size_class]
+        if until != math.inf:
+            self._expiry.remove((until, key))
+
+    def _mark_stale(self, key: object) -> None:
+        if key in self._eligible:
+            self._unfile(key)
+            self._stale.add(key)
+
+    # --------------------------------------------------------------- events
+    def on_insert(self, key: str, now: float) -> None:
+        parent = self.view.entry(key).parent
+        self._parent[key] = parent
+        if parent is not None:
+            self._mark_stale(parent)  # its stored children changed
+
+    def on_hit(self, key: str, now: float) -> None:
+        pass  # what it will be used for is the trace's, not the hits'
+
+    def on_prefix_hit(self, key: str, now: float) -> None:
+        pass
+
+    def on_eligible(self, key: str, eligible: bool) -> None:
+        if eligible:
+            self._unfile(key)
+            self._eligible.add(key)
+            self._stale.add(key)
+        else:
+            self._eligible.discard(key)
+            self._stale.discard(key)
+            self._unfile(key)
+
+    def on_remove(self, key: str) -> None:
+        self.on_eligible(key, False)
+        parent = self._parent.pop(key, None)
+        if parent is not None:
+            self._mark_stale(parent)
 
     def victim(self, now: float) -> str | None:
-        best, best_rank = None, None
-        for _, key in self._order:
+        """The largest ``(useful next use - now) * size``, never-again first."""
+        if now < self._clock:  # time ran back: what was kept may not hold
+            for key in list(self._filed):
+                self._mark_stale(key)
+        self._clock = now
+        while self._expiry and self._expiry[0][0] <= now:
+            self._mark_stale(self._expiry[0][1])
+        for key in self._stale:
+            self._file(key, now)
+        self._stale.clear()
+        if self._never:
+            return self._never[-1][1]
+        bounds = []
+        for size_class, members in self._classes.items():
+            ahead = members[-1][0] - now
+            bounds.append((ahead * _class_ceiling(size_class) if ahead > 0 else 0.0, size_class))
+        bounds.sort(reverse=True)
+        best = None  # (rank, key)
+        entry = self.view.entry
+        for bound, size_class in bounds:
+            if best is not None and bound < best[0]:
+                break  # no later class can rank higher
+            ceiling = _class_ceiling(size_class)
+            for when, key in reversed(self._classes[size_class]):
+                ahead = when - now
+                if best is not None and (ahead * ceiling if ahead > 0 else 0.0) < best[0]:
+                    break  # nor any later member of this class
+                candidate = (ahead * entry(key).size, key)
+                if best is None or candidate > best:
+                    best = candidate
+        return None if best is None else best[1]
+
+    def _check(self) -> None:
+        filed = set(self._filed)
+        assert filed | self._stale == self._eligible and not filed & self._stale
+        assert len(self._never) + sum(map(len, self._classes.values())) == len(filed)
+        assert sorted(self._expiry) == sorted((f[2], k) for k, f in self._filed.items() if f[2] != math.inf)
+        for key, (size_class, item, _) in self._filed.items():
             size = self.view.entry(key).size
-            when = self.useful_next_use(key, now)
-            rank = (1, size, key) if when == math.inf else (0, (when - now) * size, key)
-            if best_rank is None or rank > best_rank:
-                best, best_rank = key, rank
-        return best
+            if size_class is None:
+                assert item == (size, key) and item in self._never, key
+            else:
+                assert size_class == _size_class(size) and size <= _class_ceiling(size_class), key
+                assert item[1] == key and item in self._classes[size_class], key
+
+
+def _size_class(size: float) -> int:
+    """The size class of ``size`` bytes: 16 classes per doubling (sizes up to 31
+    have one each). O(1).
+
+    >>> [_size_class(s) for s in (0, 31, 32, 33, 34, 64)]
+    [0, 31, 32, 32, 33, 48]
+    """
+    whole = math.ceil(size)
+    shift = max(0, whole.bit_length() - 5)
+    return (shift << 4) + (whole >> shift)
+
+
+def _class_ceiling(size_class: int) -> int:
+    """No size in ``size_class`` is larger. O(1).
+
+    >>> [_class_ceiling(_size_class(s)) for s in (0, 31, 32, 33, 34, 64)]
+    [0, 31, 33, 33, 35, 67]
+    """
+    shift = max(0, (size_class >> 4) - 1)
+    top = size_class - (shift << 4)
+    return ((top + 1) << shift) - 1

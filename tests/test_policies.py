@@ -104,6 +104,69 @@ def test_belady_size_knows_a_snapshot_is_redundant_when_a_stored_child_covers_it
     assert [v.key for v in plain.evict_for(10, 1)] == ["other"]
 
 
+@pytest.mark.parametrize("layout", ["snapshot", "chained"])
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32), st.sampled_from([0, 3, 30]), st.sampled_from([1, 40, 5000]))
+def test_belady_size_victim_is_the_full_scan_s(layout, seed, back, largest):
+    """The kept useful next uses and size classes name the victim a full scan
+    names (useful next use looked up afresh for every eligible checkpoint, the
+    largest ``(useful - now) * size``, never-again first): over a tree of
+    prefixes whose stored children come and go, with pins, hits, sizes from
+    one class to many, and time running back by up to ``back``; ``_check``
+    holds after every step."""
+    import bisect
+    import random
+
+    rnd = random.Random(seed)  # (a walk this long draws more than hypothesis's randoms() allow)
+    uses = {f"k{i}": sorted(rnd.sample(range(1, 2000), rnd.randint(2, 40))) for i in range(31)}
+    for i in range(1, 31):  # a child's uses are mostly its parent's too, as a trace's are
+        parent = f"k{(i - 1) // 2}"
+        uses[parent] = sorted(set(uses[parent]) | set(t for t in uses[f"k{i}"] if rnd.random() < 0.8))
+
+    def next_use(key, now):
+        times = uses[key]
+        i = bisect.bisect_right(times, now)
+        return times[i] if i < len(times) else math.inf
+
+    p = policies.get("belady-size", next_use=next_use)
+    m = EvictionManager(10**9, p, block_tokens=1, pin_quota_bytes=10**9, layout=layout)
+
+    def path(i):  # k0 is the root; k(i) hangs from k((i - 1) // 2)
+        return path((i - 1) // 2) + [i] if i else [0]
+
+    def full_scan(now):
+        best = None
+        for x in list(m):
+            e = m.entry(x)
+            if e.pinned or not m.is_eligible(x):
+                continue
+            when = next_use(x, now)
+            shared = [next_use(c, now) for c in m.children(x)]
+            for _ in range(p.LOOKAHEAD):
+                if when == math.inf or when not in shared:
+                    break
+                when = next_use(x, when)
+            else:
+                when = math.inf
+            rank = (1, e.size, x) if when == math.inf else (0, (when - now) * e.size, x)
+            best = rank if best is None or rank > best else best
+        return None if best is None else best[2]
+
+    now = 0.0
+    for _ in range(300):
+        op = rnd.choice(["insert", "insert", "hit", "remove", "pin", "unpin", "victim", "victim"])
+        k, dt = rnd.randint(0, 30), rnd.randint(-back, 12)
+        now += dt  # time may run back a little, and lands on uses
+        key, chain_of = f"k{k}", path(k)
+        ancestors = tuple(f"k{i}" for i in chain_of[:-1])
+        if op != "victim":
+            apply_op(m, op, key, now, lambda: Entry(key, tokens=4 * len(chain_of), size=rnd.randint(1, largest),
+                                                    ancestors=ancestors, parent=ancestors[-1] if ancestors else None))
+        else:
+            assert p.victim(now) == full_scan(now)
+        p._check()
+
+
 def test_prefix_chain_values_marginal_tokens_from_the_nearest_stored_ancestor():
     p = PrefixChainPolicy(learn_kinds=False)
     m = EvictionManager(10_000, p, block_tokens=100)

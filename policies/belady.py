@@ -132,7 +132,7 @@ class BeladySizePolicy(BeladyPolicy):
     def __init__(self, *, next_use: Callable[[str, float], float] | None = None) -> None:
         super().__init__(next_use=next_use, size_aware=True)
         self._parent: dict = {}  # key -> its parent key, as stored
-        self._eligible: set = set()
+        # the eligible keys are the filed ones and the stale ones
         self._stale: set = set()  # eligible keys whose useful next use must be looked up again
         self._never = SortedList()  # (size, key): eligible, never useful again
         self._classes: dict[int, SortedList] = {}  # size class -> (useful next use, key), eligible
@@ -191,7 +191,7 @@ class BeladySizePolicy(BeladyPolicy):
             self._expiry.remove((until, key))
 
     def _mark_stale(self, key: object) -> None:
-        if key in self._eligible:
+        if key in self._filed:  # (an eligible key not filed is stale already)
             self._unfile(key)
             self._stale.add(key)
 
@@ -209,14 +209,11 @@ class BeladySizePolicy(BeladyPolicy):
         pass
 
     def on_eligible(self, key: str, eligible: bool) -> None:
+        self._unfile(key)
         if eligible:
-            self._unfile(key)
-            self._eligible.add(key)
             self._stale.add(key)
         else:
-            self._eligible.discard(key)
             self._stale.discard(key)
-            self._unfile(key)
 
     def on_remove(self, key: str) -> None:
         self.on_eligible(key, False)
@@ -240,14 +237,14 @@ class BeladySizePolicy(BeladyPolicy):
         bounds = []
         for size_class, members in self._classes.items():
             ahead = members[-1][0] - now
-            bounds.append((ahead * _class_ceiling(size_class) if ahead > 0 else 0.0, size_class))
+            ceiling = _class_ceiling(size_class)
+            bounds.append((ahead * ceiling if ahead > 0 else 0.0, size_class, ceiling))
         bounds.sort(reverse=True)
         best = None  # (rank, key)
         entry = self.view.entry
-        for bound, size_class in bounds:
+        for bound, size_class, ceiling in bounds:
             if best is not None and bound < best[0]:
                 break  # no later class can rank higher
-            ceiling = _class_ceiling(size_class)
             for when, key in reversed(self._classes[size_class]):
                 ahead = when - now
                 if best is not None and (ahead * ceiling if ahead > 0 else 0.0) < best[0]:
@@ -259,7 +256,9 @@ class BeladySizePolicy(BeladyPolicy):
 
     def _check(self) -> None:
         filed = set(self._filed)
-        assert filed | self._stale == self._eligible and not filed & self._stale
+        assert not filed & self._stale
+        eligible = {k for k in self.view if self.view.is_eligible(k) and not self.view.entry(k).pinned}
+        assert filed | self._stale == eligible, (filed | self._stale) ^ eligible
         assert len(self._never) + sum(map(len, self._classes.values())) == len(filed)
         assert sorted(self._expiry) == sorted((f[2], k) for k, f in self._filed.items() if f[2] != math.inf)
         for key, (size_class, item, _) in self._filed.items():

@@ -506,3 +506,27 @@ def test_a_checkpoint_larger_than_the_shared_budget_is_declined_and_counted(clus
         shared = a.stats()["tiers"]["shared"]
     assert shared["entries"] == 0 and shared["bytes"] == 0
     assert shared["local"]["declined"] == 1 and shared["local"]["drops"] == 0
+
+
+def test_a_test_server_whose_chosen_port_was_taken_moves_and_one_given_that_port_says_why(tmp_path):
+    """Parallel test workers pick loopback ports at once: a server whose own
+    chosen port is bound by another before it binds it takes another pair, and
+    is never fooled by the other server answering on its old port."""
+    first = RedisServer(tmp_path / "first")
+    first.start()
+    try:
+        second = RedisServer(tmp_path / "second")
+        second.port = first.port  # as if another worker had bound it between the probe and the bind
+        second.start()
+        try:
+            assert second.port != first.port and second.answers()
+            moved_to = second.port
+            second.kill()
+            second.start()  # a restart comes back on the port it ran on
+            assert second.port == moved_to and second.answers()
+        finally:
+            second.stop()
+        with pytest.raises(RuntimeError, match="Address already in use"):
+            RedisServer(tmp_path / "given", port=first.port).start()  # a port the caller chose stays
+    finally:
+        first.stop()

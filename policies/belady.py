@@ -17,8 +17,10 @@ True
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from sortedcontainers import SortedList
 
@@ -110,15 +112,20 @@ class BeladySizePolicy(BeladyPolicy):
 
     A checkpoint's useful next use stays what it was until time reaches its
     own next use or one of its stored children's, or its stored children
-    change: it is kept, and looked up again only then. The never-again
-    candidates sit in one sorted list by size; the others in size classes
-    (16 per doubling), each sorted by useful next use. A victim visits the
-    classes by the most any member could rank and stops once none can beat the
-    best found, so it ranks only the checkpoints that could win.
-    Runtime complexity: O(log n) per checkpoint whose useful next use expired,
-    plus O(size classes) and O(log n) per candidate ranked, per victim (it was
-    a full scan of every candidate). ``next_use(key, now)`` must depend on
-    ``now`` only through which uses lie after it, as the trace's does.
+    change: it is kept, and looked up again only then. The next uses of each
+    checkpoint's stored children are kept too, sorted, and each is looked up
+    again only once time passes it, so a checkpoint with thousands of stored
+    children (a shared system prompt) does not look them all up whenever it is
+    filed. The never-again candidates sit in one sorted list by size; the
+    others in size classes (16 per doubling), each sorted by useful next use.
+    A victim visits the classes by the most any member could rank and stops
+    once none can beat the best found, so it ranks only the checkpoints that
+    could win.
+    Runtime complexity: O(log n) per checkpoint whose useful next use expired
+    and per stored child whose next use passed, plus O(size classes) and
+    O(log n) per candidate ranked, per victim (it was a full scan of every
+    candidate). ``next_use(key, now)`` must depend on ``now`` only through
+    which uses lie after it, as the trace's does.
 
     >>> BeladySizePolicy(next_use=lambda key, now: float("inf")).name
     'belady-size'
@@ -139,28 +146,79 @@ class BeladySizePolicy(BeladyPolicy):
         self._filed: dict = {}  # eligible key -> (size class or None, its item, valid until)
         self._expiry = SortedList()  # (valid until, key) of the filed keys
         self._clock = -math.inf  # the latest time a victim was asked at
+        # every stored key with a parent, by its next use (looked up at the clock)
+        self._unclocked: set = set()  # stored since the last victim: next use not yet looked up
+        self._next_of: dict = {}  # key -> its next use after the clock, when not never
+        self._passing: list = []  # heap of (next use, key); entries no longer in _next_of are stale
+        self._shared_of: dict = {}  # key -> sorted next uses (not never) of its stored children
 
-    def _useful_and_until(self, key: str, now: float) -> tuple[float, float]:
+    def _useful_and_until(self, key: str, now: float, shared: Sequence[float]) -> tuple[float, float]:
         """The useful next use of ``key`` after ``now``, and the time until which
-        it stays so (the earliest next use it read). O(children)."""
+        it stays so (the earliest next use it read), given ``shared``: the
+        sorted next uses after ``now`` of its stored children (never-again ones
+        may be left out). O(log children)."""
         when = self.next_use(key, now)
         if when == math.inf:
             return when, when
-        shared = {self.next_use(c, now) for c in self.view.children(key)}
-        until = min(when, min(shared)) if shared else when
+        if not shared:
+            return when, when
+        until = min(when, shared[0])
         for _ in range(self.LOOKAHEAD):
-            if when == math.inf or when not in shared:
+            if when == math.inf or not _holds(shared, when):
                 return when, until
             when = self.next_use(key, when)
         return math.inf, until
 
     def useful_next_use(self, key: str, now: float) -> float:
-        """The next use of ``key`` after ``now`` that no stored child of it shares."""
-        return self._useful_and_until(key, now)[0]
+        """The next use of ``key`` after ``now`` that no stored child of it
+        shares, looked up afresh. O(children)."""
+        shared = sorted(self.next_use(child, now) for child in self.view.children(key))
+        return self._useful_and_until(key, now, shared)[0]
+
+    # ------------------------------------------------- children's next uses
+    def _clock_child(self, key: str, now: float) -> None:
+        """Look up the next use of stored ``key`` (which has a parent) after ``now``."""
+        when = self.next_use(key, now)
+        if when != math.inf:
+            self._next_of[key] = when
+            heapq.heappush(self._passing, (when, key))
+            bisect.insort(self._shared_of.setdefault(self._parent[key], []), when)
+
+    def _unclock_child(self, key: str) -> None:
+        when = self._next_of.pop(key, None)
+        if when is None:
+            self._unclocked.discard(key)
+            return
+        parent = self._parent[key]
+        shared = self._shared_of[parent]
+        del shared[bisect.bisect_left(shared, when)]
+        if not shared:
+            del self._shared_of[parent]
+
+    def _advance_children(self, now: float) -> None:
+        """Bring every stored child's next use to ``now``: the ones stored since
+        the last victim, and the ones whose next use ``now`` reached.
+        O(log n) per child looked up."""
+        for key in self._unclocked:
+            self._clock_child(key, now)
+        self._unclocked.clear()
+        passing, next_of = self._passing, self._next_of
+        while passing and passing[0][0] <= now:
+            when, key = heapq.heappop(passing)
+            if next_of.get(key) == when:  # (else stale: removed, or looked up again since)
+                self._unclock_child(key)
+                self._clock_child(key, now)
+
+    def _restart_children(self) -> None:
+        """Time ran back: every stored child's next use is looked up again."""
+        self._unclocked = {key for key, parent in self._parent.items() if parent is not None}
+        self._next_of.clear()
+        self._passing.clear()
+        self._shared_of.clear()
 
     # --------------------------------------------------------------- filing
     def _file(self, key: str, now: float) -> None:
-        when, until = self._useful_and_until(key, now)
+        when, until = self._useful_and_until(key, now, self._shared_of.get(key, ()))
         size = self.view.entry(key).size
         if when == math.inf:
             item, size_class = (size, key), None
@@ -201,6 +259,7 @@ class BeladySizePolicy(BeladyPolicy):
         self._parent[key] = parent
         if parent is not None:
             self._mark_stale(parent)  # its stored children changed
+            self._unclocked.add(key)
 
     def on_hit(self, key: str, now: float) -> None:
         pass  # what it will be used for is the trace's, not the hits'
@@ -217,16 +276,20 @@ class BeladySizePolicy(BeladyPolicy):
 
     def on_remove(self, key: str) -> None:
         self.on_eligible(key, False)
-        parent = self._parent.pop(key, None)
+        parent = self._parent.get(key)
         if parent is not None:
+            self._unclock_child(key)
             self._mark_stale(parent)
+        self._parent.pop(key, None)
 
     def victim(self, now: float) -> str | None:
         """The largest ``(useful next use - now) * size``, never-again first."""
         if now < self._clock:  # time ran back: what was kept may not hold
             for key in list(self._filed):
                 self._mark_stale(key)
+            self._restart_children()
         self._clock = now
+        self._advance_children(now)
         while self._expiry and self._expiry[0][0] <= now:
             self._mark_stale(self._expiry[0][1])
         for key in self._stale:
@@ -261,6 +324,16 @@ class BeladySizePolicy(BeladyPolicy):
         assert filed | self._stale == eligible, (filed | self._stale) ^ eligible
         assert len(self._never) + sum(map(len, self._classes.values())) == len(filed)
         assert sorted(self._expiry) == sorted((f[2], k) for k, f in self._filed.items() if f[2] != math.inf)
+        children = {k for k, parent in self._parent.items() if parent is not None}
+        assert set(self._next_of) | self._unclocked <= children and not set(self._next_of) & self._unclocked
+        assert set(self._next_of) <= {k for _, k in self._passing}
+        shared: dict = {}
+        for key in children - self._unclocked:  # each kept next use is the one after the clock
+            when = self.next_use(key, self._clock)
+            assert self._next_of.get(key, math.inf) == when > self._clock, key
+            if when != math.inf:
+                shared.setdefault(self._parent[key], []).append(when)
+        assert {k: sorted(v) for k, v in shared.items()} == self._shared_of, "children's next uses"
         for key, (size_class, item, _) in self._filed.items():
             size = self.view.entry(key).size
             if size_class is None:
@@ -268,6 +341,16 @@ class BeladySizePolicy(BeladyPolicy):
             else:
                 assert size_class == _size_class(size) and size <= _class_ceiling(size_class), key
                 assert item[1] == key and item in self._classes[size_class], key
+
+
+def _holds(ordered: Sequence[float], value: float) -> bool:
+    """Whether sorted ``ordered`` holds ``value``. O(log n).
+
+    >>> _holds([1.0, 3.0], 3.0), _holds([1.0, 3.0], 2.0)
+    (True, False)
+    """
+    i = bisect.bisect_left(ordered, value)
+    return i < len(ordered) and ordered[i] == value
 
 
 def _size_class(size: float) -> int:

@@ -167,6 +167,37 @@ def test_belady_size_victim_is_the_full_scan_s(layout, seed, back, largest):
         p._check()
 
 
+@pytest.mark.parametrize("children", [50, 400])
+def test_belady_size_looks_up_a_shared_prefix_s_children_only_as_time_passes_their_uses(children):
+    """A shared prefix (a system prompt) with many stored children, one of them
+    used per second: each second the prefix's own next use passes and it is
+    filed again, yet only the child used that second is looked up again, so
+    the lookups per second do not grow with the number of children (filing
+    the prefix used to look up every child: ``children`` lookups a second)."""
+    seconds = 200
+    calls = 0
+
+    def next_use(key, now):
+        nonlocal calls
+        calls += 1
+        if key == "root":  # used every second
+            return math.floor(now) + 1.0
+        i = int(key[1:])  # child i: used at the seconds i, i + children, ...
+        return i + children * max(0, math.floor((now - i) / children) + 1.0)
+
+    p = policies.get("belady-size", next_use=next_use)
+    m = EvictionManager(10**9, p, block_tokens=1)
+    put(m, entry("root", 1, 10), 0.0)
+    for i in range(children):
+        put(m, entry(f"c{i}", 2, 10, parent="root", ancestors=("root",)), 0.0)
+    p.victim(0.0)
+    calls = 0
+    for second in range(1, seconds + 1):
+        assert p.victim(float(second)) is not None
+    assert calls <= 10 * seconds, f"{calls} lookups in {seconds} s with {children} stored children"
+    p._check()
+
+
 def test_prefix_chain_values_marginal_tokens_from_the_nearest_stored_ancestor():
     p = PrefixChainPolicy(learn_kinds=False)
     m = EvictionManager(10_000, p, block_tokens=100)

@@ -43,10 +43,7 @@ class BeladyPolicy(Policy):
 
     def __init__(self, *, next_use: Callable[[str, float], float] | None = None,
                  size_aware: bool = False) -> None:
-        if next_use is None:
-            raise ValueError("belady needs next_use(key, now): it is an offline reference "
-                             "that only the simulator can drive")
-        self.next_use = next_use
+        self.next_use = _required_future(next_use, self.name)
         self.size_aware = bool(size_aware)
         self._when: dict[str, float] = {}
         self._order = SortedList()  # (next use, key) of eligible keys
@@ -100,7 +97,7 @@ class BeladyPolicy(Policy):
             self.view.entry(item[1]).size))[1]
 
 
-class BeladySizePolicy(BeladyPolicy):
+class BeladySizePolicy(Policy):
     """Size-aware MIN that knows when a snapshot is redundant (offline).
 
     Evicts the largest ``(useful next use - now) * size``, never-again first
@@ -134,10 +131,11 @@ class BeladySizePolicy(BeladyPolicy):
     name = "belady-size"
     description = ("OFFLINE reference: size-aware MIN that skips uses a stored deeper "
                    "checkpoint covers (simulator only)")
+    offline = True
     LOOKAHEAD = 4
 
     def __init__(self, *, next_use: Callable[[str, float], float] | None = None) -> None:
-        super().__init__(next_use=next_use, size_aware=True)
+        self.next_use = _required_future(next_use, self.name)
         self._parent: dict = {}  # key -> its parent key, as stored
         # the eligible keys are the filed ones and the stale ones
         self._stale: set = set()  # eligible keys whose useful next use must be looked up again
@@ -149,7 +147,7 @@ class BeladySizePolicy(BeladyPolicy):
         # every stored key with a parent, by its next use (looked up at the clock)
         self._unclocked: set = set()  # stored since the last victim: next use not yet looked up
         self._next_of: dict = {}  # key -> its next use after the clock, when not never
-        self._passing: list = []  # heap of (next use, key); entries no longer in _next_of are stale
+        self._passing: list = []  # heap of (next use, key); entries not in _next_of are stale
         self._shared_of: dict = {}  # key -> sorted next uses (not never) of its stored children
 
     def _useful_and_until(self, key: str, now: float, shared: Sequence[float]) -> tuple[float, float]:
@@ -177,11 +175,17 @@ class BeladySizePolicy(BeladyPolicy):
 
     # ------------------------------------------------- children's next uses
     def _clock_child(self, key: str, now: float) -> None:
-        """Look up the next use of stored ``key`` (which has a parent) after ``now``."""
+        """Look up the next use of stored ``key`` (which has a parent) after ``now``.
+        Amortised O(log n)."""
         when = self.next_use(key, now)
         if when != math.inf:
-            self._next_of[key] = when
-            heapq.heappush(self._passing, (when, key))
+            next_of = self._next_of
+            next_of[key] = when
+            passing = self._passing
+            heapq.heappush(passing, (when, key))
+            if len(passing) > 3 * len(next_of) + 64:  # mostly removed children: keep only the kept uses
+                passing[:] = [(w, k) for k, w in next_of.items()]  # (in place: a caller may hold it)
+                heapq.heapify(passing)
             bisect.insort(self._shared_of.setdefault(self._parent[key], []), when)
 
     def _unclock_child(self, key: str) -> None:
@@ -341,6 +345,15 @@ class BeladySizePolicy(BeladyPolicy):
             else:
                 assert size_class == _size_class(size) and size <= _class_ceiling(size_class), key
                 assert item[1] == key and item in self._classes[size_class], key
+
+
+def _required_future(next_use: Callable[[str, float], float] | None, name: str
+                     ) -> Callable[[str, float], float]:
+    """``next_use``, or a one-line error naming the policy when it is missing."""
+    if next_use is None:
+        raise ValueError(f"{name} needs next_use(key, now): it is an offline reference "
+                         "that only the simulator can drive")
+    return next_use
 
 
 def _holds(ordered: Sequence[float], value: float) -> bool:

@@ -198,6 +198,24 @@ def test_belady_size_looks_up_a_shared_prefix_s_children_only_as_time_passes_the
     p._check()
 
 
+def test_belady_size_forgets_the_next_uses_of_removed_children():
+    """Children stored, looked up, then removed before their (far) next use, a
+    batch at a time: the heap of children's next uses keeps at most about three
+    entries per child still stored, not one per child ever stored."""
+    p = policies.get("belady-size", next_use=lambda key, now: 10.0**6 + int(key.partition("-")[2] or 0))
+    m = EvictionManager(10**9, p, block_tokens=1)
+    put(m, entry("root", 1, 10), 0.0)
+    for batch in range(12):
+        keys = [f"b{batch}-{i}" for i in range(100)]
+        for key in keys:
+            put(m, entry(key, 2, 10, parent="root", ancestors=("root",)), float(batch))
+        p.victim(float(batch))  # (their next uses are looked up here)
+        assert len(p._passing) <= 3 * len(keys) + 64, (batch, len(p._passing))
+        p._check()
+        for key in keys:
+            m.remove(key)
+
+
 def test_prefix_chain_values_marginal_tokens_from_the_nearest_stored_ancestor():
     p = PrefixChainPolicy(learn_kinds=False)
     m = EvictionManager(10_000, p, block_tokens=100)

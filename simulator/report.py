@@ -85,14 +85,28 @@ def verdict(results: Sequence[dict]) -> list[str]:
             line = f"{label}: {tied[0]} is best ({best_s:,.0f} s)"
         lru = cells.get((label, "lru"))
         if lru and "lru" not in tied:
-            line += f", {100 * (1 - best_s / lru):.1f}% less than lru ({lru:,.0f} s)"
+            line += f", {_less(best_s, lru)} than lru ({lru:,.0f} s)"
         if others and others[0][1] != "lru":
             second_s, second = others[0]
-            line += f", {100 * (1 - best_s / second_s):.1f}% less than the next best, {second} ({second_s:,.0f} s)"
+            line += f", {_less(best_s, second_s)} than the next best, {second} ({second_s:,.0f} s)"
         elif others:
             line += " (the next best)"
         lines.append(line)
     return lines
+
+
+def _less(best: float, other: float) -> str:
+    """How much less ``best`` is than ``other``: a percentage, or the seconds
+    when the percentage would print as 0.0.
+
+    >>> _less(150.0, 200.0), _less(290_879.0, 290_893.0), _less(1000.0, 1000.04)
+    ('25.0% less', '14 s (under 0.1%) less', '0.04 s (under 0.1%) less')
+    """
+    share = 100 * (1 - best / other)
+    if share >= 0.05:
+        return f"{share:.1f}% less"
+    gap = other - best
+    return f"{gap:,.0f} s (under 0.1%) less" if gap >= 1 else f"{gap:.2g} s (under 0.1%) less"
 
 
 def print_matrix(results: Sequence[dict], console=None) -> None:
